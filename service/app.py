@@ -1,0 +1,89 @@
+"""The FastAPI application: lifespan (engine start, warm-up, drain), routers and error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.cost import load_hardware
+from service.engine import Engine, SamplingSpec, generate
+from service.errors import install_error_handlers
+from service.model_files import resolve_model
+from service.routes_openai import router as openai_router
+from service.routes_ops import router as ops_router
+from service.routes_solve import router as solve_router
+from service.settings import Settings
+from service.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings, str], Engine]
+
+
+def build_engine(settings: Settings, model_path: str) -> Engine:
+    if settings.engine == "remote":
+        from service.engine_remote import RemoteEngine
+
+        return RemoteEngine(settings, model_path)
+    from service.engine_vllm import InProcessEngine
+
+    return InProcessEngine(settings, model_path)
+
+
+async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
+    """Load the model and engine off the event loop (so /healthz answers meanwhile), then warm it up."""
+    settings = state.settings
+    try:
+        model_path = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
+        hardware = await asyncio.to_thread(load_hardware, settings.hardware, settings.model_cache_dir)
+        engine = await asyncio.to_thread(factory, settings, model_path)
+        if settings.engine == "remote":
+            await engine.check_health()
+        if settings.warmup:
+            await generate(
+                engine, engine.render_chat([{"role": "user", "content": "Hi"}]), SamplingSpec(max_tokens=4)
+            )
+    except Exception as exc:
+        logger.exception("engine failed to start")
+        state.failure = repr(exc)
+        return
+    state.hardware = hardware
+    state.engine = engine
+    state.metrics.track_engine(engine.running_requests)
+    state.metrics.ready.set(1)
+    logger.info(
+        "engine ready: %s (hardware %s, I = %.1f)", engine.model_name, hardware.name, hardware.intensity
+    )
+
+
+def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(start_engine(state, engine_factory))
+        try:
+            yield
+        finally:
+            state.draining = True
+            state.metrics.ready.set(0)
+            loader.cancel()
+            if state.engine is not None:
+                await state.engine.close()
+
+    app = FastAPI(
+        title="Test-time compute service",
+        description="Spend a compute budget on a vLLM engine where it buys the most accuracy.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    app.include_router(solve_router)
+    app.include_router(openai_router)
+    return app

@@ -1,0 +1,147 @@
+"""The engine interface every strategy talks to: "continue this prompt, n times".
+
+Two implementations: `service.engine_vllm.InProcessEngine` (vLLM's AsyncLLM in this process, the default)
+and `service.engine_remote.RemoteEngine` (any OpenAI-compatible server). Prompts may be text or token ids;
+token ids let a search continue a node exactly, so every branch shares its prefix in the prefix cache.
+
+Cancelling the task that awaits `generate` (or iterates `stream`) aborts the work in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.cost import ModelShape
+
+Prompt = str | list[int]
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What vLLM's SamplingParams needs from us; immutable so it can never leak between requests."""
+
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: int | None = None
+    include_stop_str_in_output: bool = False
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass
+class Sample:
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class Generation:
+    samples: list[Sample]
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    seconds: float = 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(sample.tokens for sample in self.samples)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of one sample as the engine produced it (for streaming straight through)."""
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass
+class StreamState:
+    """Filled in while a stream runs: prompt size and cache hits are known once the engine answers."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+
+class Engine(Protocol):
+    """What the strategies and routes may ask of an engine."""
+
+    model_name: str
+    max_model_len: int
+    shape: ModelShape
+
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]: ...
+
+    def running_requests(self) -> int: ...
+
+    async def check_health(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def count_prompt_tokens(engine: Engine, prompt: Prompt) -> int:
+    return len(prompt) if isinstance(prompt, list) else len(engine.encode(prompt))
+
+
+async def generate(
+    engine: Engine, prompt: Prompt, spec: SamplingSpec, deadline: float | None = None
+) -> Generation:
+    """Run one engine call to completion, or until `deadline` (time.monotonic()); then abort it and
+    return what each sample had so far, marked finish_reason "abort"."""
+    samples = [Sample() for _ in range(spec.n)]
+    state = StreamState()
+    started = time.monotonic()
+
+    async def consume() -> None:
+        async for delta in engine.stream(prompt, spec, state):
+            sample = samples[delta.index]
+            sample.text += delta.text
+            sample.token_ids.extend(delta.token_ids)
+            if delta.logprobs is not None:
+                sample.logprobs = (sample.logprobs or []) + list(delta.logprobs)
+            if delta.finish_reason is not None:
+                sample.finish_reason = delta.finish_reason
+
+    if deadline is None:
+        await consume()
+    else:
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                await consume()
+        except TimeoutError:
+            for sample in samples:
+                sample.finish_reason = sample.finish_reason or "abort"
+    return Generation(samples, state.prompt_tokens, state.cached_prompt_tokens, time.monotonic() - started)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """asyncio's clock is time.monotonic on every platform we run on; convert defensively anyway."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())

@@ -1,0 +1,128 @@
+"""vLLM's AsyncLLM in this process: the embedded default engine.
+
+Prefix caching is on, with small KV blocks (32 tokens on the CPU backend), so the branches of a search and
+the samples of a prompt share every whole block of their common prefix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.cost import ModelShape
+from service.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ChatTokenizer:
+    """The model's tokenizer and chat template, shared by both engines."""
+
+    def __init__(self, model_path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+        rendered = self._tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return str(rendered)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+
+def _to_logprobs(token_ids: Sequence[int], entries: Any) -> tuple[TokenLogprob, ...] | None:
+    if entries is None:
+        return None
+    result = []
+    for token_id, top in zip(token_ids, entries, strict=False):
+        ranked = sorted(top.values(), key=lambda item: item.rank if item.rank is not None else 1 << 30)
+        chosen = top.get(token_id)
+        result.append(
+            TokenLogprob(
+                token=(chosen.decoded_token if chosen else "") or "",
+                logprob=chosen.logprob if chosen else float("-inf"),
+                top=tuple((item.decoded_token or "", item.logprob) for item in ranked),
+            )
+        )
+    return tuple(result)
+
+
+class InProcessEngine(ChatTokenizer):
+    """AsyncLLM (vLLM v1) running in this process; its engine core is a child process."""
+
+    def __init__(self, settings: Settings, model_path: str) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        super().__init__(model_path)
+        self.model_name = settings.served_model_name or Path(model_path).name
+        self.max_model_len = settings.max_model_len
+        self.shape = ModelShape.from_model_dir(Path(model_path))
+        args = AsyncEngineArgs(
+            model=model_path,
+            served_model_name=self.model_name,
+            enable_prefix_caching=True,
+            block_size=settings.kv_block_size,
+            max_model_len=settings.max_model_len,
+            enforce_eager=True,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            disable_log_stats=False,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        self._ids = itertools.count()
+
+    async def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        token_ids = prompt if isinstance(prompt, list) else self.encode(prompt)
+        params = SamplingParams(
+            n=spec.n,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_tokens=spec.max_tokens,
+            stop=list(spec.stop) or None,
+            seed=spec.seed,
+            logprobs=spec.logprobs,
+            include_stop_str_in_output=spec.include_stop_str_in_output,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        (engine_input,) = await self._llm.renderer.render_cmpl_async(
+            [TokensPrompt(prompt_token_ids=token_ids)]
+        )
+        state.prompt_tokens = len(token_ids)
+        request_id = f"ttc-{next(self._ids)}"
+        async for output in self._llm.generate(engine_input, params, request_id=request_id):
+            state.cached_prompt_tokens = output.num_cached_tokens or 0
+            for completion in output.outputs:
+                if not completion.token_ids and completion.finish_reason is None:
+                    continue
+                yield Delta(
+                    index=completion.index,
+                    text=completion.text,
+                    token_ids=tuple(completion.token_ids),
+                    finish_reason=completion.finish_reason,
+                    logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
+                )
+
+    def running_requests(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    async def close(self) -> None:
+        self._llm.shutdown()

@@ -1,0 +1,40 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models. Thin: see openai_serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from service.openai_serving import complete, prepare_chat, prepare_text, stream_plain, stream_ttc
+from service.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from service.state import StateDep
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/chat/completions", summary="OpenAI chat completions, with optional `ttc`")
+async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep) -> Any:
+    engine, _ = state.require_engine()
+    call = prepare_chat(body, engine)
+    if call.stream:
+        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    return await complete(call, request, state)
+
+
+@router.post("/completions", summary="OpenAI text completions, with optional `ttc`")
+async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Any:
+    engine, _ = state.require_engine()
+    call = prepare_text(body, engine)
+    if call.stream:
+        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    return await complete(call, request, state)
+
+
+@router.get("/models", response_model=ModelList, summary="The served model")
+async def models(state: StateDep) -> ModelList:
+    engine, _ = state.require_engine()
+    return ModelList(data=[ModelCard(id=engine.model_name, max_model_len=engine.max_model_len)])

@@ -1,0 +1,36 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.errors import EngineUnavailable, error_body
+from service.state import StateDep
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after)")
+async def readyz(state: StateDep) -> JSONResponse:
+    try:
+        engine, _ = state.require_engine()
+        await engine.check_health()
+    except EngineUnavailable as exc:
+        return JSONResponse(error_body(exc.message, exc.error_type, None, 503), status_code=503)
+    except Exception as exc:
+        return JSONResponse(
+            error_body(f"The engine is unhealthy: {exc!r}", "engine_unavailable", None, 503), status_code=503
+        )
+    return JSONResponse({"status": "ready", "model": engine.model_name})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

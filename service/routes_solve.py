@@ -1,0 +1,127 @@
+"""POST /v1/solve: a question plus a budget in, an answer plus what it cost out."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from service.engine import SamplingSpec
+from service.errors import ServiceError, error_body
+from service.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
+from service.solver import Solved, question_of, render, solve
+from service.state import ServiceState, StateDep, cancel_on_disconnect
+from strategies import STRATEGIES
+from verifiers import VERIFIER_NAMES
+
+router = APIRouter(prefix="/v1")
+
+
+def _messages(body: SolveRequest) -> list[ChatMessage]:
+    if body.messages is not None:
+        return body.messages
+    return [ChatMessage(role="user", content=body.prompt or "")]
+
+
+def _response(body: SolveRequest, solved: Solved, request_id: str, model: str) -> SolveResponse:
+    result = solved.result
+    return SolveResponse(
+        id=request_id,
+        created=int(time.time()),
+        model=model,
+        answer=result.answer,
+        text=result.text,
+        strategy=solved.strategy,
+        params=result.params,
+        abstained=result.abstained,
+        candidates=solved.candidates() if body.return_candidates else None,
+        usage=solved.usage(),
+        budget=solved.budget_report(),
+        details=result.details,
+    )
+
+
+async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) -> Solved:
+    engine, hardware = state.require_engine()
+    messages = _messages(body)
+    sampling = SamplingSpec(
+        n=1,
+        temperature=body.sampling.temperature,
+        top_p=body.sampling.top_p,
+        max_tokens=body.sampling.max_tokens,
+        stop=tuple(body.sampling.stop),
+        seed=body.sampling.seed,
+    )
+    return await solve(
+        options=body,
+        prompt=render(engine, messages),
+        question=question_of(messages),
+        sampling=sampling,
+        engine=engine,
+        settings=state.settings,
+        hardware=hardware,
+        metrics=state.metrics,
+        progress=progress,
+    )
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.post("/solve", response_model=SolveResponse, summary="Answer a question within a compute budget")
+async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> Any:
+    request_id = new_id("solve")
+    if not body.stream:
+        solved = await cancel_on_disconnect(request, _run(body, state))
+        return _response(body, solved, request_id, state.require_engine()[0].model_name)
+
+    state.require_engine()  # a 503 now rather than an error event later
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def work() -> None:
+        try:
+            solved = await _run(body, state, progress=lambda event: events.put_nowait(("progress", event)))
+            model = state.require_engine()[0].model_name
+            events.put_nowait(("result", _response(body, solved, request_id, model).model_dump()))
+        except ServiceError as exc:
+            events.put_nowait(("error", error_body(exc.message, exc.error_type, exc.param, exc.status_code)))
+        except Exception as exc:
+            events.put_nowait(("error", error_body(f"Internal error: {exc!r}", "internal_error", None, 500)))
+
+    async def stream() -> AsyncIterator[str]:
+        task = asyncio.create_task(work())
+        try:
+            while True:
+                event, data = await events.get()
+                yield _sse(event, data)
+                if event in ("result", "error"):
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            task.cancel()
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/strategies", summary="Strategies that /v1/solve and `ttc` accept")
+async def strategies() -> dict[str, Any]:
+    def summary(name: str) -> str:
+        module = inspect.getmodule(STRATEGIES[name])
+        return ((module.__doc__ if module else None) or "").strip().split("\n")[0]
+
+    return {
+        "object": "list",
+        "data": [{"id": name, "description": summary(name)} for name in sorted(STRATEGIES)],
+    }
+
+
+@router.get("/verifiers", summary="Verifiers that `verifier.name` accepts")
+async def verifiers() -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": name} for name in VERIFIER_NAMES]}

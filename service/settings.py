@@ -1,0 +1,82 @@
+"""The one settings object, read from the environment (prefix ``TTC_``) and the command line.
+
+It is built once at start-up and passed down; nothing reads the environment after that, so two
+requests can never see each other's parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HardwareName = Literal["cpu", "h100", "h200", "b200", "a100"]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Each field is also ``TTC_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TTC_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    model: str | None = Field(
+        None,
+        description="Local model folder or vLLM model name; unset means the embedded SmolLM2-135M-Instruct.",
+    )
+    served_model_name: str | None = Field(
+        None,
+        description="Name reported by /v1/models and accepted in `model` (default: the model's folder name).",
+    )
+    model_cache_dir: Path = Field(
+        Path.home() / ".cache" / "ttc-service",
+        description="Where the embedded model is converted to once, and measured profiles are kept.",
+    )
+    engine: Literal["inprocess", "remote"] = Field("inprocess", description="Which engine backs the service.")
+    engine_url: str = Field(
+        "http://127.0.0.1:8100", description="Base URL of the OpenAI-compatible server for --engine remote."
+    )
+    engine_api_key: str | None = Field(
+        None, description="Bearer token for the remote engine, if it needs one."
+    )
+    engine_model: str | None = Field(
+        None, description="Model name to send to the remote engine (default: its first listed model)."
+    )
+    engine_timeout_seconds: float = Field(
+        600.0, gt=0, description="Longest any single engine call may take before it is aborted (503)."
+    )
+    max_model_len: int = Field(2048, ge=128, description="Context length the engine is built with.")
+    kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the in-process CPU engine (GiB).")
+    kv_block_size: int = Field(
+        32,
+        ge=16,
+        description="KV block size; small blocks let search branches share all but a partial block.",
+    )
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="For GPU builds of vLLM only.")
+    hardware: HardwareName = Field(
+        "cpu",
+        description="Hardware profile for eFLOPs: a preset (h100, h200, b200, a100) or `cpu`, measured here once.",
+    )
+    count_weight_loading: bool = Field(
+        True,
+        description=(
+            "Add the weight reads of every decode step (shared by the request's own samples) to eFLOPs, "
+            "as a small-batch server pays them; false drops them as Kinetics does."
+        ),
+    )
+    default_budget_tokens: int = Field(
+        4096, ge=1, description="Completion-token budget of a request that names no budget."
+    )
+    max_budget_tokens: int = Field(1_000_000, ge=1, description="Largest token budget a request may ask for.")
+    max_budget_seconds: float = Field(
+        3600.0, gt=0, description="Largest seconds budget a request may ask for."
+    )
+    max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for shared, durable state.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    warmup: bool = Field(True, description="Send one request to the engine before reporting ready.")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests get to finish."
+    )

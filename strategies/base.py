@@ -1,0 +1,79 @@
+"""What every strategy takes and returns.
+
+    async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: BudgetTracker) -> Result
+
+`Task` is the request after validation (prompt rendered, defaults applied); `Result` is what the route turns
+into a response. Usage is not in the result: the budget tracker has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from service.budget import BudgetTracker
+from service.engine import Engine, Sample, SamplingSpec
+from service.errors import InvalidRequest
+from service.settings import Settings
+from verifiers.answers import AnswerSpec, extract_answer
+from verifiers.base import Verifier
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    prompt: str
+    question: str
+    params: Mapping[str, Any]
+    sampling: SamplingSpec
+    answer: AnswerSpec
+    settings: Settings
+    budget_given: bool = False
+    progress: ProgressCallback | None = None
+
+    def report(self, event: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+
+@dataclass
+class Candidate:
+    text: str
+    answer: str | None
+    tokens: int = 0
+    finish_reason: str | None = None
+    score: float | None = None
+    votes: int = 0
+
+    @classmethod
+    def from_sample(cls, sample: Sample, spec: AnswerSpec) -> Candidate:
+        return cls(sample.text, extract_answer(sample.text, spec), sample.tokens, sample.finish_reason)
+
+
+@dataclass
+class Result:
+    text: str
+    answer: str | None
+    candidates: list[Candidate]
+    params: dict[str, Any]
+    abstained: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Strategy = Callable[[Task, Engine, "Verifier | None", BudgetTracker], Awaitable[Result]]
+
+ParamsModel = TypeVar("ParamsModel", bound=BaseModel)
+
+
+def parse_params(model: type[ParamsModel], params: Mapping[str, Any]) -> ParamsModel:
+    """Validate a strategy's `params`; problems become a 400 naming `params.<field>`."""
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(f"params.{where}: {first['msg']}", param=f"params.{where}") from exc

@@ -1,0 +1,46 @@
+"""Verifiers, found by name. Each is built per request with that request's options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.budget import BudgetTracker
+from service.engine import Engine
+from service.errors import InvalidRequest
+from verifiers.answers import AnswerSpec
+from verifiers.base import Verifier
+from verifiers.judge import JudgeVerifier
+from verifiers.reference import ReferenceVerifier
+
+VERIFIER_NAMES = ("judge", "reference")
+
+
+def build_verifier(
+    name: str, options: dict[str, Any], engine: Engine, budget: BudgetTracker, answer: AnswerSpec
+) -> Verifier:
+    """The named verifier with the request's options; a clear 400 for unknown names or options."""
+    if name == "reference":
+        reference = options.get("answer")
+        if (
+            not isinstance(reference, (str, int, float))
+            or isinstance(reference, bool)
+            or str(reference) == ""
+        ):
+            raise InvalidRequest(
+                "The reference verifier needs the known answer: verifier.answer.", param="verifier.answer"
+            )
+        return ReferenceVerifier(str(reference), answer)
+    if name == "judge":
+        max_tokens = options.get("max_solution_tokens", 512)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 16 <= max_tokens <= 8192:
+            raise InvalidRequest(
+                "verifier.max_solution_tokens must be an integer in [16, 8192].",
+                param="verifier.max_solution_tokens",
+            )
+        return JudgeVerifier(engine, budget, max_tokens)
+    raise InvalidRequest(
+        f"Unknown verifier {name!r}; the verifiers are: {', '.join(VERIFIER_NAMES)}.", param="verifier.name"
+    )
+
+
+__all__ = ["VERIFIER_NAMES", "AnswerSpec", "Verifier", "build_verifier"]
