@@ -15,6 +15,7 @@ from typing import Any
 
 from service.cost import ModelShape
 from service.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.errors import EngineUnavailable, InvalidRequest
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class InProcessEngine(ChatTokenizer):
 
     async def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         token_ids = prompt if isinstance(prompt, list) else self.encode(prompt)
         params = SamplingParams(
@@ -105,18 +108,23 @@ class InProcessEngine(ChatTokenizer):
         )
         state.prompt_tokens = len(token_ids)
         request_id = f"ttc-{next(self._ids)}"
-        async for output in self._llm.generate(engine_input, params, request_id=request_id):
-            state.cached_prompt_tokens = output.num_cached_tokens or 0
-            for completion in output.outputs:
-                if not completion.token_ids and completion.finish_reason is None:
-                    continue
-                yield Delta(
-                    index=completion.index,
-                    text=completion.text,
-                    token_ids=tuple(completion.token_ids),
-                    finish_reason=completion.finish_reason,
-                    logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
-                )
+        try:
+            async for output in self._llm.generate(engine_input, params, request_id=request_id):
+                state.cached_prompt_tokens = output.num_cached_tokens or 0
+                for completion in output.outputs:
+                    if not completion.token_ids and completion.finish_reason is None:
+                        continue
+                    yield Delta(
+                        index=completion.index,
+                        text=completion.text,
+                        token_ids=tuple(completion.token_ids),
+                        finish_reason=completion.finish_reason,
+                        logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
+                    )
+        except VLLMClientError as exc:
+            raise InvalidRequest(f"The engine refused the request: {exc}") from exc
+        except (EngineDeadError, EngineGenerateError) as exc:
+            raise EngineUnavailable(f"The engine failed: {exc!r}") from exc
 
     def running_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())

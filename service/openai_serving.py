@@ -44,6 +44,7 @@ class PreparedCall:
     stream: bool
     include_usage: bool
     logprobs: bool
+    top_logprobs: int
     echo: str
     ttc: TTCOptions | None
 
@@ -92,6 +93,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
         body.stream,
         bool(body.stream_options and body.stream_options.include_usage),
         body.logprobs,
+        top or 0,
         "",
         body.ttc,
     )
@@ -120,6 +122,7 @@ def prepare_text(body: CompletionRequest, engine: Engine) -> PreparedCall:
         body.stream,
         bool(body.stream_options and body.stream_options.include_usage),
         body.logprobs is not None,
+        body.logprobs or 0,
         prompt if body.echo else "",
         body.ttc,
     )
@@ -128,7 +131,7 @@ def prepare_text(body: CompletionRequest, engine: Engine) -> PreparedCall:
 # -- formatting ---------------------------------------------------------------------------------------------
 
 
-def _chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+def _chat_logprobs(entries: Sequence[TokenLogprob], top: int) -> dict[str, Any]:
     return {
         "content": [
             {
@@ -145,7 +148,7 @@ def _chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def _text_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+def _text_logprobs(entries: Sequence[TokenLogprob], top: int, offset: int) -> dict[str, Any]:
     offsets, position = [], offset
     for entry in entries:
         offsets.append(position)
@@ -153,7 +156,7 @@ def _text_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, An
     return {
         "tokens": [entry.token for entry in entries],
         "token_logprobs": [entry.logprob for entry in entries],
-        "top_logprobs": [dict(entry.top) for entry in entries],
+        "top_logprobs": [dict(entry.top[:top]) for entry in entries],
         "text_offset": offsets,
     }
 
@@ -198,9 +201,9 @@ def plain_response(call: PreparedCall, generation: Generation) -> dict[str, Any]
         logprobs = None
         if call.logprobs and sample.logprobs is not None:
             logprobs = (
-                _chat_logprobs(sample.logprobs)
+                _chat_logprobs(sample.logprobs, call.top_logprobs)
                 if call.kind == "chat"
-                else _text_logprobs(sample.logprobs, len(call.echo))
+                else _text_logprobs(sample.logprobs, call.top_logprobs, len(call.echo))
             )
         choices.append(_choice(call, index, sample.text, _finish(sample.finish_reason), logprobs))
     return {
@@ -272,6 +275,7 @@ async def _solve(call: PreparedCall, state: ServiceState, progress: Any = None) 
         settings=state.settings,
         hardware=hardware,
         metrics=state.metrics,
+        corpora=state.corpora,
         progress=progress,
     )
 
@@ -342,9 +346,9 @@ async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]
             logprobs = None
             if call.logprobs and delta.logprobs:
                 logprobs = (
-                    _chat_logprobs(delta.logprobs)
+                    _chat_logprobs(delta.logprobs, call.top_logprobs)
                     if call.kind == "chat"
-                    else _text_logprobs(delta.logprobs, offsets[delta.index])
+                    else _text_logprobs(delta.logprobs, call.top_logprobs, offsets[delta.index])
                 )
             offsets[delta.index] += len(delta.text)
             yield _chunk(

@@ -51,19 +51,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child process writing to `log` (our copy of the file handle is closed at once)."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+
 def start_service(
     tmp: Path, *args: str, env: dict[str, str] | None = None
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """A `python -m service` process on a free port, ready; returns its base URL and the process."""
     port = free_port()
     log = tmp / f"service-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
+    process = spawn([sys.executable, "-m", "service", "--port", str(port), *args], log, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{url}/readyz", process, log)

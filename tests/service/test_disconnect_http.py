@@ -1,0 +1,97 @@
+"""A client that goes away stops its engine work (vLLM's reliability case), and the server stays healthy."""
+
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.engine
+
+LONG_WORK = {
+    "prompt": "Write a very long story about a dragon and a lighthouse.",
+    "strategy": "best_of_n",
+    "params": {"n": 16},
+    "sampling": {"max_tokens": 1500, "temperature": 1.0},
+    "answer": {"type": "text"},
+}
+
+
+def engine_requests_running(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("ttc_engine_requests_running"):
+            return float(line.split()[-1])
+    raise AssertionError("ttc_engine_requests_running is missing from /metrics")
+
+
+def wait_until_idle(client: httpx.Client, seconds: float = 20.0) -> float:
+    deadline = time.monotonic() + seconds
+    running = engine_requests_running(client)
+    while running > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        running = engine_requests_running(client)
+    return running
+
+
+def send_and_give_up(service_url: str, path: str, body: dict[str, object], stream: bool = False) -> None:
+    """Send long work, then hang up: after 2 s of silence, or (streaming) after the first few chunks."""
+    with httpx.Client(base_url=service_url, timeout=2.0) as impatient:
+        try:
+            if stream:
+                with impatient.stream("POST", path, json=body) as response:
+                    for received, _ in enumerate(response.iter_lines()):
+                        if received >= 4:
+                            return
+            else:
+                impatient.post(path, json=body)
+        except httpx.TimeoutException:
+            return
+    raise AssertionError("the long request finished before the client gave up")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "stream"),
+    [
+        ("/v1/solve", LONG_WORK, False),
+        ("/v1/solve", {**LONG_WORK, "stream": True}, True),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 1500, "n": 8},
+            False,
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": 1500,
+                "stream": True,
+            },
+            True,
+        ),
+    ],
+    ids=["solve", "solve-stream", "chat", "chat-stream"],
+)
+def test_disconnect_aborts_engine_work(
+    client: httpx.Client, service_url: str, path: str, body: dict[str, object], stream: bool
+) -> None:
+    assert wait_until_idle(client) == 0
+    seen_busy = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(base_url=service_url, timeout=10.0) as watcher:
+            for _ in range(40):
+                if engine_requests_running(watcher) > 0:
+                    seen_busy.set()
+                    return
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    send_and_give_up(service_url, path, body, stream)
+    watcher.join()
+    assert seen_busy.is_set(), "the engine never started the work"
+    assert wait_until_idle(client, 10.0) == 0, "the engine kept working for a client that left"
+    fresh = client.post(
+        "/v1/solve", json={"prompt": "What is 2 + 2?", "strategy": "none", "sampling": {"max_tokens": 8}}
+    )
+    assert fresh.status_code == 200

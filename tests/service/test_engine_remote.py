@@ -1,0 +1,166 @@
+"""The remote engine against a real vLLM OpenAI server process (started once for this module)."""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.engine import SamplingSpec, StreamState, generate
+from service.engine_remote import RemoteEngine
+from service.model_files import ensure_default_model
+from service.settings import Settings
+from tests.conftest import free_port, spawn, start_service, stop, wait_ready
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    model_dir = str(ensure_default_model(Settings().model_cache_dir))
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_dir, "--served-model-name", "smol", "--port", str(port),
+        "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
+        "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    process = spawn(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{url}/health", process, log)
+        yield url, model_dir
+    finally:
+        stop(process)
+
+
+def remote(url: str, model_dir: str) -> RemoteEngine:
+    return RemoteEngine(Settings(engine="remote", engine_url=url), model_dir)
+
+
+def server_running(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.split()[-1])
+    raise AssertionError("vllm:num_requests_running missing")
+
+
+def test_generate_counts_tokens_and_cache_hits(vllm_server: tuple[str, str]) -> None:
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            prompt = engine.render_chat([{"role": "user", "content": "Tell me about the sea. " * 20}])
+            first = await generate(engine, prompt, SamplingSpec(n=3, max_tokens=12, seed=3))
+            assert len(first.samples) == 3 and all(0 < s.tokens <= 12 for s in first.samples)
+            assert first.prompt_tokens == len(engine.encode(prompt))
+            again = await generate(engine, engine.encode(prompt), SamplingSpec(n=1, max_tokens=4, logprobs=2))
+            assert again.cached_prompt_tokens >= 32
+            logprobs = again.samples[0].logprobs
+            assert logprobs and len(logprobs[0].top) >= 1
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_aborts_the_server_request(vllm_server: tuple[str, str]) -> None:
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            spec = SamplingSpec(n=4, max_tokens=1500, temperature=1.0)
+            prompt = engine.render_chat([{"role": "user", "content": "Write a long story."}])
+
+            async def consume() -> None:
+                async for _ in engine.stream(prompt, spec, StreamState()):
+                    pass
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(1.5)
+            assert server_running(url) > 0
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(50):
+                if server_running(url) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            assert server_running(url) == 0
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_service_runs_on_the_remote_engine(vllm_server: tuple[str, str], tmp_path: Path) -> None:
+    url, model_dir = vllm_server
+    service, process = start_service(
+        tmp_path, "--engine", "remote", "--engine-url", url, "--model", model_dir
+    )
+    try:
+        body = {
+            "prompt": "What is 2 + 3?",
+            "strategy": "best_of_n",
+            "params": {"n": 4},
+            "sampling": {"max_tokens": 16},
+        }
+        result = httpx.post(f"{service}/v1/solve", json=body, timeout=120).json()
+        assert len(result.get("params", {})) and result["usage"]["completion_tokens"] > 0
+        assert result["usage"]["engine_requests"] == 1
+    finally:
+        stop(process)
+
+
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
+    vllm_server: tuple[str, str], tmp_path: Path
+) -> None:
+    url, model_dir = vllm_server
+    service, process = start_service(
+        tmp_path, "--engine", "remote", "--engine-url", url, "--model", model_dir
+    )
+    body = {"prompt": "Count slowly from one to fifty.", "strategy": "none", "sampling": {"max_tokens": 200}}
+    result: dict[str, int] = {}
+
+    def in_flight() -> None:
+        result["status"] = httpx.post(f"{service}/v1/solve", json=body, timeout=120).status_code
+
+    worker = threading.Thread(target=in_flight)
+    worker.start()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service}/healthz", timeout=5)
+    worker.join(timeout=120)
+    assert result.get("status") == 200
+    assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+
+
+def test_dead_engine_is_a_503_not_a_hang(vllm_server: tuple[str, str], tmp_path: Path) -> None:
+    """Runs last in this module: it stops the module's vLLM server."""
+    url, model_dir = vllm_server
+    service, process = start_service(
+        tmp_path, "--engine", "remote", "--engine-url", url, "--model", model_dir
+    )
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        subprocess.run(["pkill", "-f", f"api_server.*--port {port}"], check=False)
+        time.sleep(2.0)
+        assert httpx.get(f"{service}/readyz", timeout=10).status_code == 503
+        started = time.monotonic()
+        response = httpx.post(f"{service}/v1/solve", json={"prompt": "hi", "strategy": "none"}, timeout=30)
+        assert response.status_code == 503 and response.json()["error"]["type"] == "engine_unavailable"
+        assert time.monotonic() - started < 10
+        assert httpx.get(f"{service}/healthz", timeout=5).status_code == 200
+    finally:
+        stop(process)
