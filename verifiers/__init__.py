@@ -9,10 +9,14 @@ from service.engine import Engine
 from service.errors import InvalidRequest
 from verifiers.answers import AnswerSpec
 from verifiers.base import Verifier
+from verifiers.calculator import CalculatorOptions, CalculatorVerifier
 from verifiers.judge import JudgeVerifier
+from verifiers.process_judge import ProcessJudgeOptions, ProcessJudgeVerifier
 from verifiers.reference import ReferenceVerifier
+from verifiers.reward_model import RewardModelOptions, RewardModelVerifier
+from verifiers.steps import parse_options
 
-VERIFIER_NAMES = ("judge", "reference")
+VERIFIER_NAMES = ("judge", "reference", "process_judge", "calculator", "reward_model")
 
 
 def build_verifier(
@@ -38,6 +42,13 @@ def build_verifier(
                 param="verifier.max_solution_tokens",
             )
         return JudgeVerifier(engine, budget, max_tokens)
+    # Process verifiers: score partial solutions step by step (options validated by their pydantic models).
+    if name == "process_judge":
+        return ProcessJudgeVerifier(engine, budget, parse_options(ProcessJudgeOptions, options, name))
+    if name == "calculator":
+        return CalculatorVerifier(parse_options(CalculatorOptions, options, name))
+    if name == "reward_model":
+        return RewardModelVerifier(parse_options(RewardModelOptions, options, name), budget)
     raise InvalidRequest(
         f"Unknown verifier {name!r}; the verifiers are: {', '.join(VERIFIER_NAMES)}.", param="verifier.name"
     )
