@@ -275,7 +275,6 @@ async def _solve(call: PreparedCall, state: ServiceState, progress: Any = None) 
         settings=state.settings,
         hardware=hardware,
         metrics=state.metrics,
-        corpora=state.corpora,
         progress=progress,
     )
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from service.errors import InvalidRequest
-from strategies import best_of_n, none
+from strategies import beam_search, best_of_n, dvts, ets, none, rebase
 from strategies.base import Strategy
 
 STRATEGIES: dict[str, Strategy] = {
     "none": none.run,
     "best_of_n": best_of_n.run,
+    # Step-level tree searches (strategies/tree.py): each needs a verifier.
+    "beam_search": beam_search.run,
+    "dvts": dvts.run,
+    "rebase": rebase.run,
+    "ets": ets.run,
 }
 
 
