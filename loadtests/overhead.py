@@ -51,7 +51,7 @@ def start_service(
 
 
 def start_vllm(
-    port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 2
+    port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 1
 ) -> subprocess.Popen[bytes]:
     """vLLM's own OpenAI server with the settings our in-process engine uses."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +252,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--service-url", default=None, help="use this running service instead (no memory)")
     parser.add_argument("--vllm-url", default=None, help="use this running vLLM server instead")
     parser.add_argument(
-        "--kv-cache-gib", type=int, default=2, help="KV cache of both engines (VLLM_CPU_KVCACHE_SPACE)"
+        "--kv-cache-gib", type=int, default=1, help="KV cache of both engines (VLLM_CPU_KVCACHE_SPACE)"
     )
     parser.add_argument("--target", type=float, default=1.10, help="largest acceptable service/direct ratio")
     parser.add_argument("--memory-target-gib", type=float, default=4.0, help="largest acceptable service RSS")

@@ -8,11 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
+from service.corpora import CorpusStore
 from service.cost import load_hardware
 from service.engine import Engine, SamplingSpec, generate
 from service.errors import install_error_handlers
 from service.model_files import resolve_model
+from service.routes_allocator import router as allocator_router
+from service.routes_corpora import router as corpora_router
 from service.routes_openai import router as openai_router
 from service.routes_ops import router as ops_router
 from service.routes_solve import router as solve_router
@@ -60,15 +64,32 @@ async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
     )
 
 
+async def warm_corpora(store: CorpusStore) -> None:
+    """Rebuild the corpora's search indexes from Redis in the background; searches reload on demand anyway."""
+    try:
+        await store.warm()
+    except Exception as exc:
+        logger.warning("could not preload corpora: %r", exc)
+
+
 def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
     state = ServiceState(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(start_engine(state, engine_factory))
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+        state.corpora = CorpusStore(redis, settings)
+        indexer = asyncio.create_task(warm_corpora(state.corpora))
         try:
             yield
         finally:
+            indexer.cancel()
+            await redis.aclose()
             state.draining = True
             state.metrics.ready.set(0)
             loader.cancel()
@@ -86,4 +107,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(ops_router)
     app.include_router(solve_router)
     app.include_router(openai_router)
+    app.include_router(allocator_router)
+    app.include_router(corpora_router)
     return app

@@ -275,6 +275,7 @@ async def _solve(call: PreparedCall, state: ServiceState, progress: Any = None) 
         settings=state.settings,
         hardware=hardware,
         metrics=state.metrics,
+        corpora=state.corpora,
         progress=progress,
     )
 

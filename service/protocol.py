@@ -103,19 +103,39 @@ class AnswerOptions(BaseModel):
         return self
 
 
+class RagOptions(BaseModel):
+    """Retrieval for the `rag`, `drag` and `iterdrag` strategies (issue 4); unset k/demos/iterations are
+    chosen for the budget by the allocation model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str = Field(..., min_length=1, max_length=64, description="Corpus to retrieve from.")
+    k: int | None = Field(None, ge=0, le=50, description="Documents retrieved per query.")
+    demos: int | None = Field(
+        None, ge=0, le=16, description="In-context demonstrations (each with k documents)."
+    )
+    iterations: int | None = Field(
+        None, ge=0, le=5, description="IterDRAG follow-up rounds (0 = DRAG, one call)."
+    )
+
+
 class TTCOptions(BaseModel):
     """Test-time compute options: the body of `ttc` in the OpenAI endpoints, and part of /v1/solve."""
 
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = Field(
-        "best_of_n", min_length=1, max_length=64, description="Strategy name, see GET /v1/strategies."
+        "auto",
+        min_length=1,
+        max_length=64,
+        description="Strategy name, see GET /v1/strategies; `auto` chooses one per prompt within the budget.",
     )
     budget: BudgetSpec | None = Field(None, description="Hard caps; the service spends up to them.")
     verifier: VerifierSpec | None = Field(None, description="Verifier that scores candidates.")
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy options (e.g. n, selection).")
     answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
     return_candidates: bool = Field(False, description="Include every candidate in the response.")
+    rag: RagOptions | None = Field(None, description="Retrieval options for the RAG strategies.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,3 +308,103 @@ class ModelList(BaseModel):
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Corpora (issue 4): /v1/corpora
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CorpusCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
+    embedding_model: str | None = Field(
+        None, description="Sentence-transformers model (default: the service's TTC_EMBEDDING_MODEL)."
+    )
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=256, description="Re-adding an id replaces the document.")
+    title: str = Field("", max_length=1000, description="Title, embedded with every chunk.")
+    text: str = Field(..., max_length=1_000_000, description="The text; long texts are chunked.")
+    metadata: dict[str, Any] | None = Field(None, description="Kept with the document, not searched.")
+
+
+class DemonstrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=256, description="Re-adding an id replaces it.")
+    question: str = Field(..., min_length=1, max_length=4000, description="A question the corpus answers.")
+    answer: str = Field(..., min_length=1, max_length=4000, description="Its answer.")
+
+
+class DocumentsAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(default_factory=list, description="Documents to add or replace.")
+    demonstrations: list[DemonstrationIn] = Field(
+        default_factory=list, description="Worked examples for DRAG/IterDRAG prompts (question, answer)."
+    )
+
+
+class CorpusSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., min_length=1, max_length=10000, description="What to look for.")
+    k: int = Field(5, ge=1, le=100, description="Chunks to return, best first.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Budget allocator (issue 5): verifier calibration and the engine's runtime model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class LabelledExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., min_length=1, description="The question, sent through the chat template.")
+    answer: str = Field(..., min_length=1, description="Its reference final answer.")
+
+
+class CalibrateVerifierRequest(BaseModel):
+    """Measure a verifier's completeness c and soundness s on a task family from labelled examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(
+        "default", min_length=1, max_length=64, description="Task family the numbers apply to."
+    )
+    examples: list[LabelledExample] = Field(
+        ..., min_length=1, max_length=500, description="Questions with their reference answers."
+    )
+    samples_per_question: int = Field(4, ge=1, le=32, description="Candidates sampled per question.")
+    threshold: float = Field(0.5, ge=0, le=1, description="A score at or above this counts as accepted.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The verifier's options.")
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions, description="Sampling of candidates.")
+    answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
+
+
+class VerifierCalibrationOut(BaseModel):
+    verifier: str = Field(..., description="Verifier name.")
+    family: str = Field(..., description="Task family.")
+    completeness: float = Field(..., description="c = P(accept | correct), Laplace-smoothed.")
+    soundness: float = Field(..., description="s = P(reject | wrong), Laplace-smoothed.")
+    correct_examples: int = Field(..., description="Correct candidates the measurement saw.")
+    wrong_examples: int = Field(..., description="Wrong candidates the measurement saw.")
+    threshold: float = Field(..., description="Acceptance threshold on the score.")
+    source: str = Field(..., description="measured, default or exact.")
+    measured_at: float = Field(..., description="Unix time of the measurement.")
+
+
+class EngineCalibrationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=lambda: [1, 4, 16], min_length=1, max_length=6, description="Samples per timed call."
+    )
+    max_tokens: list[Annotated[int, Field(ge=2, le=512)]] = Field(
+        default_factory=lambda: [16, 64], min_length=1, max_length=4, description="Lengths of timed calls."
+    )

@@ -18,6 +18,7 @@ from service.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
 from service.solver import Solved, question_of, render, solve
 from service.state import ServiceState, StateDep, cancel_on_disconnect
 from strategies import STRATEGIES
+from strategies.allocation import store
 from verifiers import VERIFIER_NAMES
 
 router = APIRouter(prefix="/v1")
@@ -67,6 +68,7 @@ async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) ->
         settings=state.settings,
         hardware=hardware,
         metrics=state.metrics,
+        corpora=state.corpora,
         progress=progress,
     )
 
@@ -123,5 +125,21 @@ async def strategies() -> dict[str, Any]:
 
 
 @router.get("/verifiers", summary="Verifiers that `verifier.name` accepts")
-async def verifiers() -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": name} for name in VERIFIER_NAMES]}
+async def verifiers(state: StateDep) -> dict[str, Any]:
+    """Each verifier with its measured completeness and soundness per task family (auto uses them)."""
+    calibrations = await store.list_calibrations(state.settings.redis_url)
+
+    def entry(name: str) -> dict[str, Any]:
+        measured = [item.describe() for item in calibrations if item.verifier == name]
+        default = store.default_calibration(name, "default")
+        return {
+            "id": name,
+            "calibrations": measured,
+            "default_calibration": {
+                "completeness": default.completeness,
+                "soundness": default.soundness,
+                "source": default.source,
+            },
+        }
+
+    return {"object": "list", "data": [entry(name) for name in VERIFIER_NAMES]}

@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Longest any single engine call may take before it is aborted (503)."
     )
     max_model_len: int = Field(2048, ge=128, description="Context length the engine is built with.")
-    kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the in-process CPU engine (GiB).")
+    kv_cache_gib: int = Field(
+        1,
+        ge=1,
+        description="KV cache of the in-process CPU engine (GiB); 1 GiB holds ~46k tokens of SmolLM2.",
+    )
     kv_block_size: int = Field(
         32,
         ge=16,
@@ -75,6 +79,22 @@ class Settings(BaseSettings):
     )
     max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for shared, durable state.")
+    # -- corpora and retrieval (issue 4) -------------------------------------------------------------------
+    redis_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest a Redis call may take; past it the request is a 503."
+    )
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence-transformers model for corpora: the embedded all-MiniLM-L6-v2 or a local folder.",
+    )
+    corpus_max_batch: int = Field(2000, ge=1, description="Most documents one ingestion request may carry.")
+    chunk_words: int = Field(150, ge=8, description="Words per chunk of a long document.")
+    chunk_overlap: int = Field(30, ge=0, description="Words shared by neighbouring chunks.")
+    # -- budget allocator (issue 5) ------------------------------------------------------------------------
+    allocator_profile_dir: Path | None = Field(
+        None,
+        description="Measured strategy profiles for `auto` (default: strategies/allocation/profiles in the code).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     warmup: bool = Field(True, description="Send one request to the engine before reporting ready.")
     shutdown_grace_seconds: float = Field(

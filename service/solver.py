@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.budget import BudgetLimits, BudgetTracker, Spend
+from service.corpora import CorpusRetriever, CorpusStore, StorageUnavailable
 from service.cost import Hardware
 from service.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.errors import InvalidRequest
@@ -21,7 +22,7 @@ from service.protocol import (
 )
 from service.settings import Settings
 from strategies import get_strategy
-from strategies.base import ProgressCallback, Result, Task
+from strategies.base import ProgressCallback, RagContext, Result, Task
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
 
@@ -120,6 +121,22 @@ def check_context(engine: Engine, prompt: str, max_tokens: int, param: str) -> N
         )
 
 
+async def rag_context(options: TTCOptions, corpora: CorpusStore | None) -> RagContext | None:
+    """The request's corpus, checked to exist before anything is spent (404 otherwise)."""
+    if options.rag is None:
+        return None
+    if corpora is None:
+        raise StorageUnavailable("Corpora are not available: the service has no Redis client.")
+    await corpora.meta(options.rag.corpus)
+    return RagContext(
+        corpus=options.rag.corpus,
+        retriever=CorpusRetriever(corpora, options.rag.corpus),
+        k=options.rag.k,
+        demos=options.rag.demos,
+        iterations=options.rag.iterations,
+    )
+
+
 async def solve(
     *,
     options: TTCOptions,
@@ -131,6 +148,7 @@ async def solve(
     hardware: Hardware,
     metrics: Metrics,
     progress: ProgressCallback | None = None,
+    corpora: CorpusStore | None = None,
 ) -> Solved:
     """Validate everything that can be checked before spending, then run the strategy under its budget."""
     strategy = get_strategy(options.strategy)
@@ -143,6 +161,7 @@ async def solve(
         if options.verifier
         else None
     )
+    rag = await rag_context(options, corpora)
     task = Task(
         prompt=prompt,
         question=question,
@@ -152,6 +171,7 @@ async def solve(
         settings=settings,
         budget_given=budget_given,
         progress=progress,
+        rag=rag,
     )
     started = time.monotonic()
     status = "error"

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -15,6 +15,9 @@ from service.engine import Engine
 from service.errors import EngineUnavailable, ServiceError
 from service.metrics import Metrics
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.corpora import CorpusStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,6 +31,7 @@ class ServiceState:
     hardware: Hardware | None = None
     failure: str | None = None
     draining: bool = False
+    corpora: CorpusStore | None = None  # document corpora in Redis (issue 4); set in the lifespan
 
     def require_engine(self) -> tuple[Engine, Hardware]:
         if self.draining:

@@ -8,9 +8,9 @@ into a response. Usage is not in the result: the budget tracker has it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,36 @@ from verifiers.base import Verifier
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
+class Passage(Protocol):
+    """A retrieved chunk (service.corpora.Chunk)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+
+
+class Retriever(Protocol):
+    """One corpus, as the RAG strategies see it."""
+
+    async def search(self, query: str, k: int) -> Sequence[Passage]: ...
+
+    async def demonstrations(self, m: int) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class RagContext:
+    """The request's `rag` options plus the corpus to retrieve from (no global index anywhere)."""
+
+    corpus: str
+    retriever: Retriever
+    k: int | None = None
+    demos: int | None = None
+    iterations: int | None = None
+
+
 @dataclass(frozen=True)
 class Task:
     prompt: str
@@ -34,6 +64,7 @@ class Task:
     settings: Settings
     budget_given: bool = False
     progress: ProgressCallback | None = None
+    rag: RagContext | None = None  # retrieval, for the RAG strategies
 
     def report(self, event: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -44,7 +44,12 @@ def test_best_of_n_with_reference_verifier_answers_arithmetic(client: httpx.Clie
 
 def test_majority_vote_picks_the_most_common_answer(client: httpx.Client) -> None:
     result = solve(
-        client, prompt=ask(2, 3), params={"n": 12}, sampling={"max_tokens": 32}, return_candidates=True
+        client,
+        prompt=ask(2, 3),
+        strategy="best_of_n",
+        params={"n": 12},
+        sampling={"max_tokens": 32},
+        return_candidates=True,
     )
     votes: dict[str, int] = {}
     for candidate in result["candidates"]:
@@ -64,6 +69,7 @@ def test_judge_verifier_scores_through_the_engine(client: httpx.Client) -> None:
     result = solve(
         client,
         messages=[{"role": "user", "content": ask(3, 4)}],
+        strategy="best_of_n",
         verifier={"name": "judge"},
         params={"n": 4, "selection": "weighted"},
         sampling={"max_tokens": 32},
@@ -75,7 +81,12 @@ def test_judge_verifier_scores_through_the_engine(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("verifier", [None, {"name": "judge"}])
 def test_token_budget_is_a_hard_cap(client: httpx.Client, verifier: dict[str, str] | None) -> None:
-    body: dict[str, Any] = {"prompt": ask(12, 5), "budget": {"tokens": 100}, "sampling": {"max_tokens": 40}}
+    body: dict[str, Any] = {
+        "prompt": ask(12, 5),
+        "strategy": "best_of_n",
+        "budget": {"tokens": 100},
+        "sampling": {"max_tokens": 40},
+    }
     if verifier:
         body["verifier"] = verifier
     result = solve(client, **body, return_candidates=True)
@@ -84,14 +95,20 @@ def test_token_budget_is_a_hard_cap(client: httpx.Client, verifier: dict[str, st
 
 
 def test_budget_alone_decides_n(client: httpx.Client) -> None:
-    result = solve(client, prompt=ask(2, 3), budget={"tokens": 320}, sampling={"max_tokens": 32})
+    result = solve(
+        client, prompt=ask(2, 3), strategy="best_of_n", budget={"tokens": 320}, sampling={"max_tokens": 32}
+    )
     assert result["params"]["n"] == 10
 
 
 def test_eflops_budget_is_a_hard_cap(client: httpx.Client) -> None:
-    reference = solve(client, prompt=ask(2, 3), params={"n": 1}, sampling={"max_tokens": 32})
+    reference = solve(
+        client, prompt=ask(2, 3), strategy="best_of_n", params={"n": 1}, sampling={"max_tokens": 32}
+    )
     cap = reference["usage"]["eflops"] * 3
-    result = solve(client, prompt=ask(2, 3), budget={"eflops": cap}, sampling={"max_tokens": 32})
+    result = solve(
+        client, prompt=ask(2, 3), strategy="best_of_n", budget={"eflops": cap}, sampling={"max_tokens": 32}
+    )
     assert 0 < result["usage"]["eflops"] <= cap
 
 
@@ -100,6 +117,7 @@ def test_seconds_budget_returns_in_time_with_the_best_so_far(client: httpx.Clien
     result = solve(
         client,
         prompt="Write a very long story about a dragon.",
+        strategy="best_of_n",
         budget={"seconds": 2.0},
         params={"n": 32},
         sampling={"max_tokens": 1500, "temperature": 1.0},
@@ -120,7 +138,12 @@ def test_unaffordable_budget_is_a_clear_400(client: httpx.Client) -> None:
 
 
 def test_streamed_solve_sends_progress_then_result(client: httpx.Client) -> None:
-    body = {"prompt": ask(2, 3), "params": {"n": 8, "adaptive": True, "round_size": 2}, "stream": True}
+    body = {
+        "prompt": ask(2, 3),
+        "strategy": "best_of_n",
+        "params": {"n": 8, "adaptive": True, "round_size": 2},
+        "stream": True,
+    }
     events = []
     with client.stream("POST", "/v1/solve", json=body) as response:
         assert response.status_code == 200

@@ -1,0 +1,371 @@
+"""Auto: choose the strategy and its parameters per prompt, from a probe, a cost model and the verifier's ceiling.
+
+1. Probe: k samples of the prompt (they join the final vote), scored by the verifier if there is one.
+2. Difficulty: the distribution of the per-sample success rate p given the probe (strategies/allocation).
+3. Plans: every registered strategy with a plan builder or a measured profile, at every size the budget
+   allows, each with predicted accuracy (closed forms or measured profiles) and predicted cost (Kinetics eFLOPs
+   of its calls, seconds from the engine's fitted runtime model).
+4. Decision: the highest expected utility within the hard cap (see allocation/decide.py); it may abstain.
+5. Run: best-of-N continues from the probe's samples; other strategies run through the registry with the
+   budget left. `Result.details["allocation"]` says what was estimated, chosen and spent, and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.budget import BudgetTracker
+from service.cost import worst_case_eflops
+from service.engine import Engine, count_prompt_tokens
+from service.errors import BudgetExhausted
+from strategies.allocation import costs, difficulty, neighbours, store
+from strategies.allocation.costs import CallShape, SecondsModel
+from strategies.allocation.decide import Decision, decide
+from strategies.allocation.plans import Caps, Plan, Situation, candidate_plans
+from strategies.allocation.profiles import load_profiles
+from strategies.base import Candidate, Result, Task, parse_params
+from strategies.best_of_n import sample_candidates
+from strategies.selection import select
+from verifiers.base import Verifier
+
+logger = logging.getLogger(__name__)
+
+JUDGE_PROMPT_OVERHEAD = 60  # tokens the judge's instruction and template add around question and solution
+
+
+class AutoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    probe_samples: int = Field(
+        4, ge=1, le=16, description="Samples of the difficulty probe (they join the vote)."
+    )
+    false_positive_penalty: float = Field(
+        0.0, ge=0, le=100, description="Cost of a wrong answer that is given (abstaining is worth 0)."
+    )
+    cost_weight: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Utility a plan must buy per whole budget it spends (the saturation stop).",
+    )
+    family: str = Field(
+        "default", min_length=1, max_length=64, description="Task family whose verifier calibration applies."
+    )
+    strategies: list[str] | None = Field(None, description="Restrict the choice to these strategies.")
+    max_samples: int = Field(64, ge=1, le=1024, description="Largest best-of-N the allocator considers.")
+    neighbours: bool = Field(
+        True, description="Use outcomes of similar past prompts (embeddings in Redis) as a prior on p."
+    )
+    memory: str = Field(
+        "default", min_length=1, max_length=64, description="Namespace of the past-outcome memory."
+    )
+    remember: bool = Field(True, description="Store this prompt's outcome for future neighbours.")
+    score_probe: bool | None = Field(
+        None,
+        description="Score the probe with the verifier; default: only when the verifier is calibrated and "
+        "informative (c + s - 1 >= 0.3), since scoring costs as much as sampling here.",
+    )
+
+
+async def seconds_model(task: Task) -> SecondsModel:
+    """The engine's fitted runtime model: Redis first (shared), then the cache dir, else defaults."""
+    stored = await store.get_json(task.settings.redis_url, costs.SECONDS_KEY)
+    if stored:
+        try:
+            return SecondsModel(**stored)
+        except TypeError:
+            pass
+    return costs.load_seconds_model_file(task.settings.model_cache_dir) or SecondsModel()
+
+
+async def record_seconds(task: Task, rows: list[tuple[int, int, float, float]]) -> None:
+    """Add measured calls to the shared observations and refit the runtime model (cheap: a 4-column lstsq)."""
+    url = task.settings.redis_url
+    history: list[Any] = []
+    for row in rows:
+        history = await store.push_json(url, costs.OBSERVATIONS_KEY, list(row), costs.MAX_OBSERVATIONS)
+    if len(history) >= 4:
+        model = SecondsModel.fit(history, "auto requests' measured calls")
+        await store.set_json(url, costs.SECONDS_KEY, model.__dict__)
+
+
+def caps_of(budget: BudgetTracker) -> Caps:
+    return Caps(budget.remaining_tokens(), budget.remaining_eflops(), budget.remaining_seconds())
+
+
+def budget_scale(budget: BudgetTracker, prompt_tokens: int, max_tokens: int) -> float:
+    """The eFLOPs the cost weight refers to: the request's eFLOPs cap, else the worst case of one call of as
+    many samples as its token cap pays for (the whole budget spent at once)."""
+    if budget.limits.eflops is not None:
+        return budget.limits.eflops
+    tokens = budget.limits.tokens or max_tokens * 16
+    samples = max(tokens // max(max_tokens, 1), 1)
+    return worst_case_eflops(
+        budget.shape, budget.hardware, prompt_tokens, samples, max_tokens, budget.count_weight_loading
+    )
+
+
+async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: BudgetTracker) -> Result:
+    from strategies import STRATEGIES  # the registry imports this module
+
+    params = parse_params(AutoParams, task.params)
+    started = time.monotonic()
+    prompt_tokens = count_prompt_tokens(engine, task.prompt)
+    if budget.fit(prompt_tokens, 1, task.sampling.max_tokens) == (0, 0):
+        raise BudgetExhausted("The budget cannot pay for a single sample of this prompt.", param="budget")
+    calibration, model = await asyncio.gather(
+        store.load_calibration(task.settings.redis_url, verifier.name, params.family)
+        if verifier is not None
+        else _none(),
+        seconds_model(task),
+    )
+
+    # 1. Prior from similar past prompts; with enough of them, no probe at all (one engine call).
+    vector: list[float] | None = None
+    prior: neighbours.Prior | None = None
+    if params.neighbours:
+        try:
+            vector = await neighbours.embed(task.question)
+            prior = await neighbours.lookup(task.settings.redis_url, params.memory, vector)
+        except Exception as exc:  # the prior is an optimisation; never fail the request for it
+            logger.warning("no neighbour prior: %r", exc)
+    profiles = load_profiles(task.settings.allocator_profile_dir)
+    score_probe = params.score_probe
+    if score_probe is None:
+        score_probe = (
+            calibration is not None
+            and calibration.source != "default"
+            and (calibration.completeness + calibration.soundness - 1.0 >= 0.3)
+        )
+    probe: list[Candidate] = []
+    probe_seconds = 0.0
+    observations: list[tuple[int, int, float, float]] = []
+    if prior is not None and prior.confident:
+        estimate = difficulty.from_prior(prior.alpha, prior.beta, prior.neighbours)
+        expected_tokens = prior.tokens or task.sampling.max_tokens / 2
+    else:
+        # 2. Probe.
+        probe_size, _ = budget.fit(prompt_tokens, params.probe_samples, task.sampling.max_tokens)
+        probe_size = max(probe_size, 1)
+        probe_started = time.monotonic()
+        probe = await sample_candidates(task, engine, verifier if score_probe else None, budget, probe_size)
+        probe_seconds = time.monotonic() - probe_started
+        expected_tokens = sum(c.tokens for c in probe) / max(len(probe), 1) or task.sampling.max_tokens / 2
+        observations.append((prompt_tokens, len(probe), expected_tokens, probe_seconds))
+        task.report({"event": "probe", "samples": len(probe), "answers": [c.answer for c in probe]})
+        estimate = difficulty.estimate(
+            probe,
+            profiles.get("best_of_n"),
+            calibration,
+            prior=(prior.alpha, prior.beta) if prior is not None else None,
+        )
+    probe_eflops = budget.spend.eflops
+
+    # 3-4. Plans and decision.
+    verifier_call = None
+    if verifier is not None:
+        solution = int(expected_tokens)
+        verifier_call = CallShape(prompt_tokens + solution + JUDGE_PROMPT_OVERHEAD, 1, 1.0, 1)
+    situation = Situation(
+        prompt_tokens=prompt_tokens,
+        max_tokens=task.sampling.max_tokens,
+        expected_tokens=expected_tokens,
+        probe_samples=len(probe),
+        signature=estimate.signature,
+        mixture=estimate.mixture,
+        wrong_shares=estimate.wrong_shares,
+        verifier=verifier.name if verifier is not None else None,
+        calibration=calibration,
+        verifier_call=verifier_call,
+        probe_scored=verifier is not None and score_probe,
+        false_positive_penalty=params.false_positive_penalty,
+        cost_weight=params.cost_weight,
+        shape=budget.shape,
+        hardware=budget.hardware,
+        count_weight_loading=budget.count_weight_loading,
+        seconds_model=model,
+        caps=caps_of(budget),
+        budget_scale=0.0,
+        max_samples=min(params.max_samples, task.settings.max_samples),
+        profiles=profiles,
+    )
+    situation.budget_scale = budget_scale(budget, prompt_tokens, task.sampling.max_tokens)
+    allowed = set(params.strategies) if params.strategies is not None else None
+    plans = candidate_plans(situation, set(STRATEGIES), allowed)
+    decision = decide(situation, plans)
+    chosen = decision.chosen
+    task.report({"event": "allocation", "chosen": chosen.describe(), "reason": decision.reason})
+
+    # 5. Run the plan.
+    plan_started = time.monotonic()
+    spent_before = budget.spend.eflops
+    result = await execute(task, engine, verifier, budget, chosen, probe, STRATEGIES)
+    plan_seconds = time.monotonic() - plan_started
+    for call in chosen.calls:
+        if call.samples and chosen.strategy == "best_of_n":
+            lengths = [c.tokens for c in result.candidates[len(probe) :]]
+            mean = sum(lengths) / len(lengths) if lengths else expected_tokens
+            observations.append((prompt_tokens, call.samples, mean, plan_seconds))
+    await record_seconds(task, observations)
+
+    result.details["allocation"] = allocation_report(
+        situation,
+        estimate,
+        calibration,
+        decision,
+        probe,
+        probe_eflops,
+        probe_seconds,
+        budget.spend.eflops - spent_before,
+        plan_seconds,
+        time.monotonic() - started,
+        budget,
+        prior,
+    )
+    result.params = {"strategy": chosen.strategy, **chosen.params, "probe_samples": len(probe)}
+    if params.remember and vector is not None and result.candidates:
+        answers = Counter(c.answer for c in result.candidates if c.answer is not None)
+        share = max(answers.values(), default=0) / len(result.candidates)
+        mean_tokens = sum(c.tokens for c in result.candidates) / len(result.candidates)
+        await neighbours.remember(task.settings.redis_url, params.memory, vector, share, mean_tokens)
+    return result
+
+
+async def _none() -> None:
+    return None
+
+
+async def execute(
+    task: Task,
+    engine: Engine,
+    verifier: Verifier | None,
+    budget: BudgetTracker,
+    plan: Plan,
+    probe: list[Candidate],
+    registry: dict[str, Any],
+) -> Result:
+    """Run the chosen plan. Best-of-N adds samples to the probe's; others run through the registry."""
+    if plan.strategy == "abstain":
+        return Result(text="", answer=None, candidates=probe, params={}, abstained=True)
+    if plan.strategy == "best_of_n":
+        candidates = list(probe)
+        if plan.uses_verifier and verifier is not None and any(c.score is None for c in probe):
+            with contextlib.suppress(BudgetExhausted):
+                scores = await verifier.score(task.question, [c.text for c in probe])
+                for candidate, score in zip(probe, scores, strict=False):
+                    candidate.score = score
+        extra = plan.samples - len(probe)
+        if extra > 0 and not budget.expired():
+            with contextlib.suppress(BudgetExhausted):
+                candidates += await sample_candidates(
+                    task, engine, verifier if plan.uses_verifier else None, budget, extra
+                )
+        selection = plan.params["selection"]
+        chosen = select(candidates, selection)
+        threshold = plan.params.get("abstain_below")
+        abstained = chosen is None or (threshold is not None and (chosen.score or 0.0) < threshold)
+        return Result(
+            text=chosen.text if chosen else "",
+            answer=None if abstained or chosen is None else chosen.answer,
+            candidates=candidates,
+            params={},
+            abstained=abstained,
+        )
+    strategy = registry[plan.strategy]
+    from dataclasses import replace
+
+    result: Result = await strategy(
+        replace(task, params=plan.params), engine, verifier if plan.uses_verifier else None, budget
+    )
+    result.candidates = result.candidates + probe
+    return result
+
+
+def allocation_report(
+    situation: Situation,
+    estimate: difficulty.Difficulty,
+    calibration: store.VerifierCalibration | None,
+    decision: Decision,
+    probe: list[Candidate],
+    probe_eflops: float,
+    probe_seconds: float,
+    plan_eflops: float,
+    plan_seconds: float,
+    total_seconds: float,
+    budget: BudgetTracker,
+    prior: neighbours.Prior | None,
+) -> dict[str, Any]:
+    """The allocation object: what was estimated, what was chosen over what, predicted against spent."""
+    chosen = decision.chosen
+    verifier_part: dict[str, Any] | None = None
+    if calibration is not None:
+        from strategies.allocation.formulas import ceiling
+
+        verifier_part = {
+            "name": calibration.verifier,
+            "family": calibration.family,
+            "completeness": calibration.completeness,
+            "soundness": calibration.soundness,
+            "calibration": calibration.source,
+            "ceiling": round(
+                sum(
+                    w * ceiling(r, calibration.completeness, calibration.soundness)
+                    for w, r in estimate.mixture
+                ),
+                4,
+            ),
+        }
+        if calibration.source == "default":
+            verifier_part["note"] = (
+                "not calibrated: conservative defaults (POST /v1/verifiers/{name}/calibrate)"
+            )
+    predicted_total = probe_eflops + chosen.eflops
+    spent_total = budget.spend.eflops
+    return {
+        "difficulty": {
+            "p": round(estimate.p, 4),
+            "bin": estimate.bin,
+            "bin_name": estimate.bin_name,
+            "probe_samples": len(probe),
+            "probe_agreement": f"{estimate.signature}/{len(probe)}" if probe else None,
+            "neighbour_prior": None
+            if prior is None
+            else {
+                "neighbours": prior.neighbours,
+                "mean_similarity": round(prior.mean_similarity, 3),
+                "p": round(prior.p, 4),
+                "skipped_probe": not probe,
+            },
+            "source": estimate.source,
+        },
+        "verifier": verifier_part,
+        "chosen": chosen.describe(),
+        "runners_up": [plan.describe() for plan in decision.runners_up],
+        "plans_considered": decision.considered,
+        "plans_within_budget": decision.feasible,
+        "cost": {
+            "predicted_eflops": predicted_total,
+            "spent_eflops": spent_total,
+            "eflops_ratio": costs.ratio(predicted_total, spent_total),
+            "probe_eflops": probe_eflops,
+            "plan_predicted_eflops": chosen.eflops,
+            "plan_spent_eflops": plan_eflops,
+            "predicted_seconds": round(probe_seconds + chosen.seconds, 3),
+            "spent_seconds": round(total_seconds, 3),
+            "plan_predicted_seconds": round(chosen.seconds, 3),
+            "plan_spent_seconds": round(plan_seconds, 3),
+            "seconds_model": situation.seconds_model.source,
+            "budget_eflops": budget.limits.eflops,
+            "budget_tokens": budget.limits.tokens,
+            "spent_tokens": budget.spend.completion_tokens,
+        },
+        "false_positive_penalty": situation.false_positive_penalty,
+        "reason": decision.reason,
+    }

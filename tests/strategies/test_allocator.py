@@ -1,0 +1,139 @@
+"""`auto` through the real engine and HTTP: the default strategy, its allocation object, spend within the cap,
+verifier calibration stored in Redis and listed, and the engine's runtime model."""
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+pytestmark = pytest.mark.engine
+
+QUESTION = "What is 3 + 4? Answer with just the number."
+
+
+def solve(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/solve", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_budget_alone_runs_auto_and_explains_itself(client: httpx.Client) -> None:
+    result = solve(
+        client, prompt=QUESTION, budget={"tokens": 400}, sampling={"max_tokens": 24}, return_candidates=True
+    )
+    assert result["strategy"] == "auto"
+    allocation = result["details"]["allocation"]
+    chosen = allocation["chosen"]
+    assert chosen["strategy"] in {"best_of_n", "abstain"} | {
+        s["id"] for s in client.get("/v1/strategies").json()["data"]
+    }
+    assert 0.0 <= chosen["predicted_accuracy"] <= 1.0 and chosen["predicted_eflops"] >= 0
+    assert 0.0 <= allocation["difficulty"]["p"] <= 1.0 and allocation["difficulty"]["bin"] in range(5)
+    assert (
+        allocation["reason"].endswith(".")
+        and allocation["plans_considered"] >= allocation["plans_within_budget"] >= 1
+    )
+    for plan in allocation["runners_up"]:
+        assert (
+            plan["expected_utility"] <= chosen["expected_utility"] + 1e-9
+            or plan["predicted_eflops"] >= chosen["predicted_eflops"]
+        )
+    cost = allocation["cost"]
+    assert cost["spent_eflops"] == pytest.approx(result["usage"]["eflops"])
+    assert cost["predicted_eflops"] > 0 and cost["spent_seconds"] > 0
+    assert (
+        result["usage"]["completion_tokens"] <= 400
+        and cost["spent_tokens"] == result["usage"]["completion_tokens"]
+    )
+    # The probe's samples joined the final vote.
+    probe = allocation["difficulty"]["probe_samples"]
+    assert len(result["candidates"]) >= probe
+    if chosen["strategy"] == "best_of_n":
+        assert len(result["candidates"]) <= chosen["params"]["n"]
+        assert result["params"]["n"] == chosen["params"]["n"]
+
+
+def test_eflops_cap_is_never_exceeded(client: httpx.Client) -> None:
+    one = solve(client, prompt=QUESTION, strategy="best_of_n", params={"n": 1}, sampling={"max_tokens": 24})
+    cap = one["usage"]["eflops"] * 4
+    result = solve(client, prompt=QUESTION, budget={"eflops": cap}, sampling={"max_tokens": 24})
+    assert 0 < result["usage"]["eflops"] <= cap
+    assert result["details"]["allocation"]["cost"]["budget_eflops"] == cap
+
+
+def test_uncalibrated_verifier_says_so_and_penalty_is_reported(client: httpx.Client) -> None:
+    family = f"never-calibrated-{uuid.uuid4().hex[:8]}"
+    result = solve(
+        client,
+        prompt=QUESTION,
+        budget={"tokens": 300},
+        verifier={"name": "judge"},
+        params={"family": family, "false_positive_penalty": 1.0},
+        sampling={"max_tokens": 24},
+    )
+    allocation = result["details"]["allocation"]
+    verifier = allocation["verifier"]
+    assert verifier["calibration"] == "default" and "not calibrated" in verifier["note"]
+    c, s = verifier["completeness"], verifier["soundness"]
+    assert 0.0 <= verifier["ceiling"] <= 1.0 and (c, s) == (0.8, 0.5)
+    assert allocation["false_positive_penalty"] == 1.0
+    if allocation["chosen"]["strategy"] == "abstain":
+        assert result["abstained"] and result["answer"] is None
+
+
+def test_calibrate_stores_c_and_s_in_redis_and_lists_them(client: httpx.Client) -> None:
+    family = f"test-{uuid.uuid4().hex[:8]}"
+    body = {
+        "family": family,
+        "examples": [
+            {"question": "What is 2 + 2? Answer with just the number.", "answer": "4"},
+            {"question": "What is 5 + 3? Answer with just the number.", "answer": "8"},
+        ],
+        "samples_per_question": 2,
+        "sampling": {"max_tokens": 16},
+    }
+    response = client.post("/v1/verifiers/judge/calibrate", json=body)
+    assert response.status_code == 200, response.text
+    measured = response.json()
+    assert measured["source"] == "measured" and measured["correct_examples"] + measured["wrong_examples"] == 4
+    assert 0 < measured["completeness"] < 1 and 0 < measured["soundness"] < 1
+    stored = json.loads(
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").get(f"ttc:verifier_calibration:judge:{family}")
+        or b"{}"
+    )
+    assert stored["completeness"] == measured["completeness"] and stored["soundness"] == measured["soundness"]
+    listing = {v["id"]: v for v in client.get("/v1/verifiers").json()["data"]}
+    assert any(item["family"] == family for item in listing["judge"]["calibrations"])
+    # auto uses it for that family.
+    result = solve(
+        client,
+        prompt=QUESTION,
+        budget={"tokens": 200},
+        verifier={"name": "judge"},
+        params={"family": family},
+        sampling={"max_tokens": 16},
+    )
+    verifier = result["details"]["allocation"]["verifier"]
+    assert verifier["calibration"] == "measured" and verifier["completeness"] == measured["completeness"]
+
+
+def test_unknown_verifier_calibration_is_a_400(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/verifiers/magic/calibrate", json={"examples": [{"question": "q", "answer": "1"}]}
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "name"
+
+
+def test_engine_runtime_model_and_allocator_view(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/allocator/calibrate-engine", json={"batch_sizes": [1, 4], "max_tokens": [8, 16]}
+    )
+    assert response.status_code == 200, response.text
+    model = response.json()["seconds_model"]
+    assert model["observations"] >= 4 and model["fitted"] is True and model["per_token"] >= 0
+    view = client.get("/v1/allocator").json()
+    assert view["seconds_model"]["fitted"] is True and view["model_shape"]["layers"] > 0
+    assert view["hardware"]["intensity"] > 0

@@ -1,0 +1,120 @@
+"""DRAG, IterDRAG and `rag` through the real engine and HTTP, on an invented world the model cannot know."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from loadtests.fictional_facts import build, correct
+
+pytestmark = pytest.mark.engine
+
+WORLD = build(seed=11, people=16, towns=8, questions=8, demos=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(service_url: str) -> Iterator[str]:
+    name = f"rag-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=service_url, timeout=300) as http:
+        assert http.post("/v1/corpora", json={"name": name}).status_code == 200
+        added = http.post(
+            f"/v1/corpora/{name}/documents",
+            json={"documents": WORLD.documents, "demonstrations": WORLD.demonstrations},
+        )
+        assert added.status_code == 200, added.text
+        yield name
+        http.delete(f"/v1/corpora/{name}")
+
+
+def solve(client: httpx.Client, question: str, **body: Any) -> dict[str, Any]:
+    response = client.post(
+        "/v1/solve",
+        json={
+            "prompt": question,
+            "answer": {"type": "text"},
+            "sampling": {"max_tokens": 32, "temperature": 0},
+        }
+        | body,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_fictional_world_is_deterministic_and_two_hop() -> None:
+    again = build(seed=11, people=16, towns=8, questions=8, demos=2)
+    assert again.questions == WORLD.questions and len(WORLD.documents) == 24
+    assert {q.hops for q in WORLD.questions} == {1, 2}
+    assert build(seed=12, people=16, towns=8).documents != WORLD.documents
+
+
+def test_retrieval_finds_the_documents_that_hold_the_answer(client: httpx.Client, corpus: str) -> None:
+    """Every hop's question retrieves the document with its answer in the top 3."""
+    found = total = 0
+    for question in WORLD.questions:
+        for query in question.sub_questions or (question.question,):
+            hits = client.post(f"/v1/corpora/{corpus}/search", json={"query": query, "k": 3}).json()["data"]
+            subject = query.split(" was ")[-1].split(" born")[0].split(" founded")[0].rstrip("?")
+            subject = subject.replace("Which river flows through ", "")
+            found += any(subject in hit["text"] for hit in hits)
+            total += 1
+    assert found / total >= 0.9
+
+
+def test_drag_answers_from_the_documents(client: httpx.Client, corpus: str) -> None:
+    one_hop = [q for q in WORLD.questions if q.hops == 1][:3]
+    right = 0
+    for question in one_hop:
+        result = solve(client, question.question, strategy="drag", rag={"corpus": corpus, "k": 3, "demos": 1})
+        assert result["params"] == {"mode": "drag", "k": 3, "demos": 1, "iterations": 0}
+        assert result["usage"]["engine_requests"] == 1
+        assert result["budget"]["spent"]["context_tokens"] == result["usage"]["prompt_tokens"]
+        right += correct(result["answer"], question.answer)
+    assert right >= 1
+
+
+def test_iterdrag_follows_up_and_retrieves(client: httpx.Client, corpus: str) -> None:
+    question = next(q for q in WORLD.questions if q.hops == 2)
+    result = solve(
+        client, question.question, strategy="iterdrag", rag={"corpus": corpus, "k": 2, "iterations": 2}
+    )
+    steps = result["details"]["steps"]
+    assert 1 <= len(steps) <= 2 and result["params"]["iterations"] == len(steps)
+    assert all(step["follow_up"] and step["documents"] for step in steps)
+    # Each call re-reads the growing prompt: effective context exceeds the first prompt, much of it cached.
+    assert result["usage"]["engine_requests"] >= 3
+    assert result["usage"]["cached_prompt_tokens"] > 0
+
+
+def test_rag_in_openai_ttc_with_a_context_budget(client: httpx.Client, corpus: str) -> None:
+    question = WORLD.questions[0]
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": question.question}],
+            "max_tokens": 32,
+            "ttc": {
+                "strategy": "rag",
+                "budget": {"context_tokens": 1500},
+                "answer": {"type": "text"},
+                "rag": {"corpus": corpus},
+            },
+        },
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()["ttc"]
+    assert report["budget"]["spent"]["context_tokens"] <= 1500
+    allocation = report["details"]["allocation"]
+    assert {"k", "demos", "iterations"} <= set(allocation)
+
+
+def test_unknown_corpus_is_a_404_and_missing_rag_a_400(client: httpx.Client) -> None:
+    missing = client.post(
+        "/v1/solve",
+        json={"prompt": "Hi", "strategy": "drag", "rag": {"corpus": f"none-{uuid.uuid4().hex[:8]}"}},
+    )
+    assert missing.status_code == 404
+    assert client.post("/v1/solve", json={"prompt": "Hi", "strategy": "drag"}).status_code == 400
