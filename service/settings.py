@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         None, description="Model name to send to the remote engine (default: its first listed model)."
     )
     engine_timeout_seconds: float = Field(
-        600.0, gt=0, description="Longest any single engine call may take before it is aborted (503)."
+        600.0, gt=0, description="HTTP timeout of one remote engine call; past it the request is a 503."
     )
     max_model_len: int = Field(2048, ge=128, description="Context length the engine is built with.")
     kv_cache_gib: int = Field(
@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Largest seconds budget a request may ask for."
     )
     max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
+    reward_model_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "[::1]"],
+        description=(
+            "Hosts a request's `reward_model` verifier may call (JSON list); anything else is refused, so a "
+            "caller cannot make the service post to arbitrary addresses."
+        ),
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for shared, durable state.")
     # -- corpora and retrieval (issue 4) -------------------------------------------------------------------
     redis_timeout_seconds: float = Field(

@@ -157,7 +157,14 @@ async def solve(
     budget = BudgetTracker(limits, engine.shape, hardware, settings.count_weight_loading)
     answer = AnswerSpec(options.answer.type, options.answer.pattern)
     verifier = (
-        build_verifier(options.verifier.name, options.verifier.options(), engine, budget, answer)
+        build_verifier(
+            options.verifier.name,
+            options.verifier.options(),
+            engine,
+            budget,
+            answer,
+            settings.reward_model_hosts,
+        )
         if options.verifier
         else None
     )

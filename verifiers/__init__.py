@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from service.budget import BudgetTracker
@@ -20,7 +21,12 @@ VERIFIER_NAMES = ("judge", "reference", "process_judge", "calculator", "reward_m
 
 
 def build_verifier(
-    name: str, options: dict[str, Any], engine: Engine, budget: BudgetTracker, answer: AnswerSpec
+    name: str,
+    options: dict[str, Any],
+    engine: Engine,
+    budget: BudgetTracker,
+    answer: AnswerSpec,
+    reward_model_hosts: Collection[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Verifier:
     """The named verifier with the request's options; a clear 400 for unknown names or options."""
     if name == "reference":
@@ -48,7 +54,14 @@ def build_verifier(
     if name == "calculator":
         return CalculatorVerifier(parse_options(CalculatorOptions, options, name))
     if name == "reward_model":
-        return RewardModelVerifier(parse_options(RewardModelOptions, options, name), budget)
+        reward_options = parse_options(RewardModelOptions, options, name)
+        if reward_options.url.host not in reward_model_hosts:
+            raise InvalidRequest(
+                f"verifier.url: host {reward_options.url.host!r} is not allowed; the service may call: "
+                f"{', '.join(reward_model_hosts)} (setting TTC_REWARD_MODEL_HOSTS).",
+                param="verifier.url",
+            )
+        return RewardModelVerifier(reward_options, budget)
     raise InvalidRequest(
         f"Unknown verifier {name!r}; the verifiers are: {', '.join(VERIFIER_NAMES)}.", param="verifier.name"
     )

@@ -196,3 +196,15 @@ def test_orm_scores_each_candidate_through_classify(pooling_servers: PoolingServ
     assert [len(scores) for scores in per_candidate] == [1, 1]
     scores = asyncio.run(orm.score(QUESTION, ["\n\n".join(STEPS), "14"]))
     assert scores == [per_candidate[0][0], per_candidate[1][0]] and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_reward_model_urls_outside_the_allowed_hosts_are_refused(client: httpx.Client) -> None:
+    """The URL comes from the request: only hosts in TTC_REWARD_MODEL_HOSTS may be called (no SSRF)."""
+    body = {
+        "prompt": "What is 2 + 3?",
+        "strategy": "best_of_n",
+        "verifier": {"name": "reward_model", "url": "http://192.0.2.7:8000", "model": "prm"},
+    }
+    response = client.post("/v1/solve", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "verifier.url"
