@@ -65,14 +65,21 @@ class InProcessEngine(ChatTokenizer):
     def __init__(self, settings: Settings, model_path: str) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         super().__init__(model_path)
         self.model_name = settings.served_model_name or Path(model_path).name
         self.max_model_len = settings.max_model_len
         self.shape = ModelShape.from_model_dir(Path(model_path))
+        # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+        # split across steps, which chunked prefill does under load; one seeded request then kills the engine.
+        # Whole-prompt prefill avoids it (max_model_len tokens per step is small on this backend).
+        on_cpu = current_platform.is_cpu()
         args = AsyncEngineArgs(
             model=model_path,
+            enable_chunked_prefill=not on_cpu,
+            max_num_batched_tokens=max(settings.max_model_len, 2048) if on_cpu else None,
             served_model_name=self.model_name,
             enable_prefix_caching=True,
             block_size=settings.kv_block_size,

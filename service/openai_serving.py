@@ -140,7 +140,7 @@ def _chat_logprobs(entries: Sequence[TokenLogprob], top: int) -> dict[str, Any]:
                 "bytes": list(entry.token.encode()),
                 "top_logprobs": [
                     {"token": token, "logprob": value, "bytes": list(token.encode())}
-                    for token, value in entry.top
+                    for token, value in entry.top[:top]
                 ],
             }
             for entry in entries
