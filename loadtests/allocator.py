@@ -36,21 +36,17 @@ from typing import Any
 import httpx
 
 from loadtests.fit_profiles import (
-    ROOT,
     SPEC,
     CostModel,
     Pool,
     chosen_correct,
     collect_pools,
     fit_best_of_n,
-    free_port,
     load_tokenizer,
     post,
     problem_set,
-    start_service,
-    stop,
-    wait_ready,
 )
+from loadtests.harness import ROOT, print_result, running_service
 from service.cost import worst_case_eflops
 from verifiers.answers import answers_equal
 
@@ -265,19 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     profile_dir = RESULTS / "profiles"
     profile_dir.mkdir(exist_ok=True)
-    process = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = start_service(
-            port, RESULTS / "service.log", {"TTC_ALLOCATOR_PROFILE_DIR": str(profile_dir)}
-        )
-    else:
+    if args.url is not None:
         print("note: with --url the service uses its own profiles, not the one fitted here")
     started = time.monotonic()
-    try:
-        wait_ready(url, process)
+    env = {"TTC_ALLOCATOR_PROFILE_DIR": str(profile_dir)}
+    with running_service(args.url, RESULTS / "service.log", env) as url:
         cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
         tokenizer = load_tokenizer(args.model_dir)
         fit = problem_set(args.per_family, args.gsm8k, args.seed, "fit")
@@ -339,8 +327,6 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             print(f"auto at cap BoN{budget_n}: {time.monotonic() - t0:.0f} s")
-    finally:
-        stop(process)
 
     majority = [p for p in fixed if p["rule"] == "majority"]
     weighted = [p for p in fixed if p["rule"] == "weighted"]
@@ -420,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         "plot": str(png),
         "seconds": round(time.monotonic() - started, 1),
     }
-    print(json.dumps(summary))
+    print_result(summary)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,11 +24,11 @@ from typing import Any
 
 import httpx
 
+from loadtests.harness import ROOT, print_result, running_service
 from verifiers.answers import AnswerSpec, answers_equal
 from verifiers.calculator import CalculatorOptions, CalculatorVerifier
 from verifiers.steps import Aggregate
 
-ROOT = Path(__file__).resolve().parent.parent
 GSM8K_TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")
 CALIBRATION = ROOT / "verifiers" / "calibration" / "calculator.json"
 RESULTS = ROOT / "loadtests" / "results" / "calculator_verifier"
@@ -90,49 +85,6 @@ def gsm8k_questions(count: int, rng: random.Random, max_tokens: int) -> list[Que
 
 
 # -- service --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 async def sample(
     http: httpx.AsyncClient,
     question: Question,
@@ -239,21 +191,12 @@ def main() -> None:
     questions = arithmetic_questions(
         args.arithmetic, rng, args.arithmetic_tokens, args.operations
     ) + gsm8k_questions(args.gsm8k, rng, args.gsm8k_tokens)
-    process = None
-    url = args.url.rstrip("/") if args.url else None
     started = time.monotonic()
-    try:
-        if url is None:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            process = start_service(port, RESULTS / f"service-{port}.log")
-        wait_ready(url, process)
+    with running_service(args.url, RESULTS / "service.log") as url:
         print(f"sampling {len(questions)} questions x {args.samples} from {url} ...", flush=True)
         solutions = asyncio.run(
             collect(url, questions, args.samples, args.seed, args.temperature, args.parallel)
         )
-    finally:
-        stop(process)
     seconds = time.monotonic() - started
 
     labels = [solution.correct for solution in solutions]
@@ -328,7 +271,7 @@ def main() -> None:
         "service_score_mismatches": mismatches,
         "seconds": round(seconds, 1),
     }
-    print(json.dumps(summary))
+    print_result(summary)
 
 
 if __name__ == "__main__":

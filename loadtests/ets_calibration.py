@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import signal
-import sys
 import time
 from itertools import combinations, pairwise
 from pathlib import Path
@@ -31,38 +28,25 @@ from typing import Any
 import httpx
 import numpy as np
 
-from loadtests.overhead import start_service, stop, wait_ready
+from loadtests.harness import ROOT, print_result, running_service
 from loadtests.tree_search import (
-    ADDITION_PROMPT,
-    GSM8K_PROMPT,
-    NUMBER,
     Batch,
     Outcome,
     Problem,
-    free_port,
+    addition_problems,
+    gsm8k_problems,
+    solve,
     summarize,
 )
 from strategies.semantic import cosine_distances, embed
-from verifiers.answers import answers_equal
 
-ROOT = Path(__file__).resolve().parent.parent
 GSM8K_TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")
 RESULTS = ROOT / "loadtests" / "results" / "ets_calibration"
 BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 2.0)
 
 
 def train_problems(addition: int, gsm8k: int, seed: int, gsm8k_tokens: int) -> list[Problem]:
-    rng = random.Random(seed)
-    problems = []
-    for _ in range(addition):
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        problems.append(Problem("addition", ADDITION_PROMPT.format(a=a, b=b), str(a + b), 32))
-    lines = GSM8K_TRAIN.read_text().splitlines()
-    for line in random.Random(seed).sample(lines, min(gsm8k, len(lines))):
-        row = json.loads(line)
-        gold = row["answer"].split("####")[-1].strip().replace(",", "")
-        problems.append(Problem("gsm8k", GSM8K_PROMPT.format(question=row["question"]), gold, gsm8k_tokens))
-    return problems
+    return addition_problems(addition, seed) + gsm8k_problems(gsm8k, seed, gsm8k_tokens, GSM8K_TRAIN)
 
 
 def body(
@@ -97,21 +81,10 @@ async def run_config(
 
     async def one(index: int, problem: Problem) -> tuple[Outcome, list[str]]:
         async with limit:
-            started = time.perf_counter()
-            try:
-                response = await client.post(
-                    "/v1/solve", json=body(problem, method, params, args, args.seed + index)
-                )
-            except httpx.HTTPError as exc:
-                return Outcome(False, {}, {}, time.perf_counter() - started, repr(exc)[:300]), []
-            if response.status_code != 200:
-                return Outcome(False, {}, {}, time.perf_counter() - started, response.text[:300]), []
-            data = response.json()
-            correct = answers_equal(data["answer"], problem.gold, NUMBER)
-            texts = [candidate["text"] for candidate in data.get("candidates") or []]
-            return Outcome(
-                correct, data["usage"], data.get("details", {}), time.perf_counter() - started
-            ), texts
+            outcome, data = await solve(
+                client, body(problem, method, params, args, args.seed + index), problem.gold
+            )
+        return outcome, [candidate["text"] for candidate in data.get("candidates") or []]
 
     started = time.perf_counter()
     results = await asyncio.gather(*(one(index, problem) for index, problem in enumerate(problems)))
@@ -241,22 +214,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    process = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        print(f"starting the service on {url} ...", flush=True)
-        process = start_service(port, args.out / "service.log")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    try:
-        if process is not None:
-            wait_ready(url, "/readyz", process)
+    with running_service(args.url, args.out / "service.log") as url:
         started = time.perf_counter()
-        result = asyncio.run(calibrate(url.rstrip("/"), args))
+        result = asyncio.run(calibrate(url, args))
         seconds = time.perf_counter() - started
-    finally:
-        stop(process)
     distances = describe(result["pairs"], args.examples)
     rows = result["rows"]
     rebase_kv = next(row["avg_kv_tokens"] for row in rows if row["method"] == "rebase")
@@ -302,9 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         "chosen": chosen and {"lambda_s": chosen["lambda_s"], "cluster_threshold": chosen["cut"]},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    print_result(summary, args.out / "result.json")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,13 +25,14 @@ from typing import Any
 
 import httpx
 
+from loadtests.harness import ROOT, print_result, running_service
 from service.cost import Hardware, ModelShape, generation_eflops
 from strategies.allocation.profiles import PROFILE_DIR
 from strategies.base import Candidate
-from strategies.selection import select
+from strategies.selection import Selection, select
 from verifiers.answers import AnswerSpec, answers_equal
 
-ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "loadtests" / "results" / "fit_profiles"
 GSM8K = Path("/work/shared/data/gsm8k")
 PROBE = 4
 P_BINS = 20
@@ -114,49 +110,6 @@ def problem_set(per_family: int, gsm: int, seed: int, split: str) -> list[Proble
 
 
 # -- the service -----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(port: int, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float = 900.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @dataclass(frozen=True)
@@ -255,7 +208,8 @@ def chosen_correct(pool: Pool, order: list[int], rule: str) -> bool:
         Candidate("", pool.answers[i], pool.tokens[i], score=pool.scores[i] if rule != "majority" else None)
         for i in order
     ]
-    chosen = select(candidates, "majority" if rule == "majority" else "weighted")  # type: ignore[arg-type]
+    selection: Selection = "majority" if rule == "majority" else "weighted"
+    chosen = select(candidates, selection)
     return chosen is not None and answers_equal(chosen.answer, pool.problem.answer, SPEC)
 
 
@@ -419,14 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.per_family, args.gsm8k, args.pool, args.replays = 6, 4, 8, 10
-    process = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = start_service(port, ROOT / "loadtests/results/fit_profiles/service.log", {})
-    try:
-        wait_ready(url, process)
+    with running_service(args.url, RESULTS / "service.log") as url:
         cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
         tokenizer = load_tokenizer(args.model_dir)
         problems = problem_set(args.per_family, args.gsm8k, args.seed, "fit")
@@ -446,18 +393,14 @@ def main(argv: list[str] | None = None) -> None:
                 written.append(name)
         pass_rate = sum(pool.p for pool in pools) / len(pools)
         print(f"fit {len(pools)} problems in {time.monotonic() - started:.0f} s; mean pass@1 {pass_rate:.3f}")
-        print(
-            json.dumps(
-                {
-                    "profiles": written,
-                    "out": str(args.out),
-                    "problems": len(pools),
-                    "pass_at_1": round(pass_rate, 4),
-                }
-            )
+        print_result(
+            {
+                "profiles": written,
+                "out": str(args.out),
+                "problems": len(pools),
+                "pass_at_1": round(pass_rate, 4),
+            }
         )
-    finally:
-        stop(process)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ Also samples the memory of both servers' process trees during the run (summed RS
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import statistics
 import subprocess
@@ -22,11 +20,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from loadtests.harness import ROOT, interrupt, print_result, start_process, start_service, stop, wait_ready
+
 PYTHON = sys.executable
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "ttc-service" / "models" / "SmolLM2-135M-Instruct"
 DEFAULT_PROMPT = "Write a story about a cat who learns to fly."
@@ -34,27 +34,10 @@ RESULTS = ROOT / "loadtests" / "results" / "overhead"
 
 
 # -- processes ------------------------------------------------------------------------------------------
-def start_service(
-    port: int, log_path: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """`python -m service` on `port` with default settings (in-process engine), its log in `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen(
-        [PYTHON, "-m", "service", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def start_vllm(
     port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 1
 ) -> subprocess.Popen[bytes]:
     """vLLM's own OpenAI server with the settings our in-process engine uses."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         PYTHON,
         "-m",
@@ -74,46 +57,7 @@ def start_vllm(
         "--port",
         str(port),
     ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_ready(url: str, path: str, process: subprocess.Popen[bytes] | None, timeout: float = 600.0) -> None:
-    """Poll `url + path` until it answers 200; fail fast if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with code {process.returncode} before it was ready")
-        try:
-            response = httpx.get(url + path, timeout=5)
-        except httpx.HTTPError:
-            time.sleep(1)
-            continue
-        if response.status_code == 200:
-            return
-        if "failed" in response.text:  # the service reports an engine that will never come up
-            raise RuntimeError(f"{url}: {response.text}")
-        time.sleep(1)
-    raise TimeoutError(f"{url}{path} not ready after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the process group we started (the server and its engine core), then SIGKILL if needed."""
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)})
 
 
 class TreeMemory:
@@ -178,10 +122,19 @@ class Cell:
     direct: list[Run] = field(default_factory=list)
 
 
+def timed_post(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """POST `body` and return the wall seconds of the whole request and the JSON answer."""
+    started = time.perf_counter()
+    response = client.post(url, json=body)
+    seconds = time.perf_counter() - started
+    response.raise_for_status()
+    return seconds, dict(response.json())
+
+
 def call_direct(
     client: httpx.Client, url: str, model: str, prompt: str, n: int, args: argparse.Namespace, seed: int
 ) -> Run:
-    body = {
+    body: dict[str, Any] = {
         "model": model,
         "prompt": prompt,
         "n": n,
@@ -190,11 +143,7 @@ def call_direct(
         "top_p": 1.0,
         "seed": seed,
     }
-    started = time.perf_counter()
-    response = client.post(f"{url}/v1/completions", json=body)
-    seconds = time.perf_counter() - started
-    response.raise_for_status()
-    data = response.json()
+    seconds, data = timed_post(client, f"{url}/v1/completions", body)
     choices = sorted(data["choices"], key=lambda choice: choice["index"])
     return Run(seconds, data["usage"]["completion_tokens"], [choice["text"] for choice in choices])
 
@@ -202,7 +151,7 @@ def call_direct(
 def call_service(
     client: httpx.Client, url: str, question: str, n: int, args: argparse.Namespace, seed: int
 ) -> Run:
-    body = {
+    body: dict[str, Any] = {
         "messages": [{"role": "user", "content": question}],
         "strategy": "best_of_n",
         "params": {"n": n},
@@ -215,11 +164,7 @@ def call_service(
         },
         "return_candidates": True,
     }
-    started = time.perf_counter()
-    response = client.post(f"{url}/v1/solve", json=body)
-    seconds = time.perf_counter() - started
-    response.raise_for_status()
-    data = response.json()
+    seconds, data = timed_post(client, f"{url}/v1/solve", body)
     return Run(
         seconds, data["usage"]["completion_tokens"], [candidate["text"] for candidate in data["candidates"]]
     )
@@ -262,11 +207,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def interrupt(signum: int, frame: object) -> None:
-    """SIGTERM ends the run like Ctrl-C, so the servers we started are stopped too."""
-    raise KeyboardInterrupt
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -290,14 +230,14 @@ def main(argv: list[str] | None = None) -> None:
                 args.vllm_port, args.model_dir, model_name, RESULTS / "vllm.log", args.kv_cache_gib
             )
             memories["direct"] = TreeMemory(vllm_process.pid).start()
-        wait_ready(vllm_url, "/health", vllm_process)
+        wait_ready(vllm_url, vllm_process, "/health", 600.0, RESULTS / "vllm.log")
         print(f"starting the service at {service_url} ...", flush=True)
         if args.service_url is None:
             service_process = start_service(
                 args.service_port, RESULTS / "service.log", {"TTC_KV_CACHE_GIB": str(args.kv_cache_gib)}
             )
             memories["service"] = TreeMemory(service_process.pid).start()
-        wait_ready(service_url, "/readyz", service_process)
+        wait_ready(service_url, service_process, "/readyz", 600.0, RESULTS / "service.log")
         from service.engine_vllm import ChatTokenizer
 
         rendered = ChatTokenizer(str(args.model_dir)).render_chat([{"role": "user", "content": args.prompt}])
@@ -389,8 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         "kv_cache_gib": args.kv_cache_gib,
         "meets_memory_target": None if service_gib is None else service_gib < args.memory_target_gib,
     }
-    (RESULTS / "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, RESULTS / "result.json")
 
 
 if __name__ == "__main__":

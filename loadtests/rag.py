@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,9 +19,9 @@ from typing import Any
 import httpx
 
 from loadtests.fictional_facts import Question, build, correct
+from loadtests.harness import ROOT, print_result, running_service
 from strategies.rag_allocation import FIT_FILE, CostShape, Theta, choose, fit
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results" / "rag"
 CONFIGS = [  # (name, strategy, k, m, n)
     ("none", "drag", 0, 0, 0),
@@ -40,48 +35,6 @@ CONFIGS = [  # (name, strategy, k, m, n)
     ("iterdrag n=3", "iterdrag", 3, 0, 3),
 ]
 BUDGETS = [150, 300, 600, 1200, 2500, 5000]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(log: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """A `python -m service` on a free port, waited on until /readyz is 200."""
-    port = free_port()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port)],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited; see {log}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return url, process
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    process.terminate()
-    raise RuntimeError(f"the service was not ready in time; see {log}")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 async def ask(
@@ -257,14 +210,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.people, args.towns, args.questions = 60, 30, 16
-    process = None
-    url = args.url
-    if url is None:
-        url, process = start_service(RESULTS / "service.log")
-    try:
+    with running_service(args.url, RESULTS / "service.log") as url:
         measured = asyncio.run(measure(url, args))
-    finally:
-        stop(process)
     fitted = allocation(measured["rows"], save=not args.no_save and not args.quick)
     print("\nallocation model: predicted versus measured")
     for row in fitted["predicted"]:
@@ -292,7 +239,7 @@ def main() -> None:
         "model": fitted["model"],
         "figure": str(figure) if figure else None,
     }
-    print(json.dumps(summary))
+    print_result(summary)
 
 
 if __name__ == "__main__":

@@ -8,22 +8,16 @@ needs to load the index from Redis.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loadtests.rag import free_port, stop
+from loadtests.harness import ROOT, percentile, print_result, running_service
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results" / "retrieval"
 WORDS = [
     "river",
@@ -54,40 +48,13 @@ WORDS = [
 ]
 
 
+# A service whose engine points nowhere: corpora work, no model is loaded (so wait on /healthz, not /readyz).
 ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
-
-
-def start_engineless(log: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """A service process whose engine points nowhere: corpora work, no model is loaded."""
-    port = free_port()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port), *ENGINELESS],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    stop(process)
-    raise RuntimeError(f"the service did not start; see {log}")
 
 
 def synthetic(rng: random.Random, index: int) -> dict[str, str]:
     text = " ".join(rng.choice(WORDS) for _ in range(24))
     return {"id": f"d{index}", "title": f"Entry {index}", "text": f"{text} number {index}."}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_size(client: httpx.Client, size: int, batch: int, queries: int, rng: random.Random) -> dict[str, Any]:
@@ -132,29 +99,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries = [500, 2000], 50
-    process = None
-    url = args.url
-    if url is None:
-        url, process = start_engineless(RESULTS / "service.log")
     rows = []
-    try:
-        with httpx.Client(base_url=url, timeout=600) as client:
-            for size in args.sizes:
-                row = run_size(client, size, args.batch, args.queries, random.Random(size))
-                rows.append(row)
-                print(
-                    f"{size:>7} chunks: ingest {row['chunks_per_second']:8.1f} chunks/s ({row['ingest_seconds']} s), "
-                    f"index load {row['index_load_seconds']} s, search p50 {row['search_p50_ms']} ms, "
-                    f"p99 {row['search_p99_ms']} ms"
-                )
-    finally:
-        stop(process)
+    with (
+        running_service(args.url, RESULTS / "service.log", args=ENGINELESS, path="/healthz") as url,
+        httpx.Client(base_url=url, timeout=600) as client,
+    ):
+        for size in args.sizes:
+            row = run_size(client, size, args.batch, args.queries, random.Random(size))
+            rows.append(row)
+            print(
+                f"{size:>7} chunks: ingest {row['chunks_per_second']:8.1f} chunks/s ({row['ingest_seconds']} s), "
+                f"index load {row['index_load_seconds']} s, search p50 {row['search_p50_ms']} ms, "
+                f"p99 {row['search_p99_ms']} ms"
+            )
     if len(rows) >= 2:
         print(
             f"search p50 ratio {rows[-1]['chunks']}/{rows[0]['chunks']}: "
             f"{rows[-1]['search_p50_ms'] / rows[0]['search_p50_ms']:.2f}x"
         )
-    print(json.dumps({"benchmark": "retrieval", "sizes": rows}))
+    print_result({"benchmark": "retrieval", "sizes": rows})
 
 
 if __name__ == "__main__":

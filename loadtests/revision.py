@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 
-from loadtests.rag import start_service, stop
+from loadtests.harness import ROOT, print_result, running_service
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results" / "revision"
 GSM8K = Path("/work/shared/data/gsm8k/test.jsonl")
 
@@ -121,15 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.arithmetic, args.gsm8k, args.gsm8k_tokens = 8, 2, 384
-    process = None
-    url = args.url
-    if url is None:
-        url, process = start_service(RESULTS / "service.log")
-    try:
+    with running_service(args.url, RESULTS / "service.log") as url:
         results = asyncio.run(compare(url, args))
-    finally:
-        stop(process)
-    print(json.dumps({"benchmark": "revision", "results": results}))
+    print_result({"benchmark": "revision", "results": results})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import random
-import signal
 import statistics
 import sys
 import time
@@ -29,12 +28,11 @@ from typing import Any
 
 import httpx
 
-from loadtests.overhead import interrupt, start_service, stop, wait_ready
+from loadtests.harness import ROOT, print_result, running_service
 from strategies.base import Candidate
 from strategies.selection import Selection, select
 from verifiers.answers import AnswerSpec, answers_equal
 
-ROOT = Path(__file__).resolve().parent.parent
 GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
 RESULTS = ROOT / "loadtests" / "results" / "scaling"
 NUMBER = AnswerSpec("number")
@@ -266,29 +264,22 @@ def main(argv: list[str] | None = None) -> None:
     questions = addition_questions(args.addition, args.seed, args.addition_max_tokens) + gsm8k_questions(
         args.gsm8k, args.seed, args.gsm8k_max_tokens
     )
-    url = args.url or f"http://127.0.0.1:{args.port}"
     env = {"TTC_KV_CACHE_GIB": str(args.kv_cache_gib)}
-    process = None if args.url else start_service(args.port, RESULTS / "service.log", env)
     draws: dict[str, list[Drawn]] = {"addition": [], "gsm8k": []}
-    signal.signal(signal.SIGTERM, interrupt)
     started = time.perf_counter()
-    try:
-        print(f"waiting for the service at {url} ...", flush=True)
-        wait_ready(url, "/readyz", process)
-        with httpx.Client(timeout=httpx.Timeout(1800.0)) as client:
-            for index, question in enumerate(questions):
-                drawn = draw(
-                    client, url, question, args.samples, args, seed=args.seed * 100_000 + index * 1000
-                )
-                draws[question.dataset].append(drawn)
-                correct = sum(drawn.correct())
-                print(
-                    f"[{index + 1}/{len(questions)}] {question.dataset}: {correct}/{len(drawn.candidates)} correct, "
-                    f"{sum(c.tokens for c in drawn.candidates)} tokens, {drawn.seconds:.1f} s",
-                    flush=True,
-                )
-    finally:
-        stop(process)
+    with (
+        running_service(args.url, RESULTS / "service.log", env, port=args.port) as url,
+        httpx.Client(timeout=httpx.Timeout(1800.0)) as client,
+    ):
+        for index, question in enumerate(questions):
+            drawn = draw(client, url, question, args.samples, args, seed=args.seed * 100_000 + index * 1000)
+            draws[question.dataset].append(drawn)
+            correct = sum(drawn.correct())
+            print(
+                f"[{index + 1}/{len(questions)}] {question.dataset}: {correct}/{len(drawn.candidates)} correct, "
+                f"{sum(c.tokens for c in drawn.candidates)} tokens, {drawn.seconds:.1f} s",
+                flush=True,
+            )
     elapsed = time.perf_counter() - started
 
     curves = {
@@ -360,8 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         "plot": str(png),
         "seconds": round(elapsed, 1),
     }
-    (RESULTS / "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, RESULTS / "result.json")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,7 @@ import argparse
 import asyncio
 import json
 import random
-import signal
-import socket
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +30,9 @@ from typing import Any
 
 import httpx
 
-from loadtests.overhead import start_service, stop, wait_ready
+from loadtests.harness import ROOT, percentile, print_result, running_service
 from verifiers.answers import AnswerSpec, answers_equal
 
-ROOT = Path(__file__).resolve().parent.parent
 GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
 RESULTS = ROOT / "loadtests" / "results" / "tree_search"
 NUMBER = AnswerSpec("number")
@@ -81,8 +77,8 @@ def addition_problems(count: int, seed: int) -> list[Problem]:
     return problems
 
 
-def gsm8k_problems(count: int, seed: int, max_tokens: int) -> list[Problem]:
-    lines = GSM8K_TEST.read_text().splitlines()
+def gsm8k_problems(count: int, seed: int, max_tokens: int, path: Path = GSM8K_TEST) -> list[Problem]:
+    lines = path.read_text().splitlines()
     problems = []
     for line in random.Random(seed).sample(lines, min(count, len(lines))):
         row = json.loads(line)
@@ -113,6 +109,20 @@ def request_body(
     }
 
 
+async def solve(client: httpx.AsyncClient, body: dict[str, Any], gold: str) -> tuple[Outcome, dict[str, Any]]:
+    """One /v1/solve call as an Outcome (a failure is recorded, not raised) and the response ({} on failure)."""
+    started = time.perf_counter()
+    try:
+        response = await client.post("/v1/solve", json=body)
+    except httpx.HTTPError as exc:
+        return Outcome(False, {}, {}, time.perf_counter() - started, repr(exc)[:300]), {}
+    if response.status_code != 200:
+        return Outcome(False, {}, {}, time.perf_counter() - started, response.text[:300]), {}
+    data = response.json()
+    correct = answers_equal(data["answer"], gold, NUMBER)
+    return Outcome(correct, data["usage"], data.get("details", {}), time.perf_counter() - started), data
+
+
 async def run_batch(
     client: httpx.AsyncClient, problems: list[Problem], method: str, width: int, args: argparse.Namespace
 ) -> Batch:
@@ -120,28 +130,13 @@ async def run_batch(
 
     async def one(index: int, problem: Problem) -> Outcome:
         async with limit:
-            started = time.perf_counter()
             body = request_body(problem, method, width, args, args.seed + index)
-            try:
-                response = await client.post("/v1/solve", json=body)
-            except httpx.HTTPError as exc:
-                return Outcome(False, {}, {}, time.perf_counter() - started, repr(exc)[:300])
-            if response.status_code != 200:
-                return Outcome(False, {}, {}, time.perf_counter() - started, response.text[:300])
-            data = response.json()
-            correct = answers_equal(data["answer"], problem.gold, NUMBER)
-            return Outcome(correct, data["usage"], data.get("details", {}), time.perf_counter() - started)
+            outcome, _ = await solve(client, body, problem.gold)
+            return outcome
 
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(one(index, problem) for index, problem in enumerate(problems)))
     return Batch(method, width, list(outcomes), time.perf_counter() - started)
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summarize(batch: Batch) -> dict[str, Any]:
@@ -180,9 +175,9 @@ def summarize(batch: Batch) -> dict[str, Any]:
         if batch.wall_seconds
         else 0.0,
         "wall_seconds": round(batch.wall_seconds, 2),
-        "lp_p50_seconds": percentile(lp, 0.5),
-        "lp_p95_seconds": percentile(lp, 0.95),
-        "step_p50_seconds": percentile(steps, 0.5),
+        "lp_p50_seconds": percentile(lp, 0.5) if lp else None,
+        "lp_p95_seconds": percentile(lp, 0.95) if lp else None,
+        "step_p50_seconds": percentile(steps, 0.5) if steps else None,
         "lp_fraction_of_step_time": round(sum(lp) / sum(steps), 5) if lp and steps else None,
         "lp_fallbacks": sum(int(d.get("lp_fallbacks", 0)) for d in details),
     }
@@ -300,12 +295,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.tree_search",
@@ -372,22 +361,10 @@ async def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    process = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        print(f"starting the service on {url} ...", flush=True)
-        process = start_service(port, args.out / "service.log")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    try:
-        if process is not None:
-            wait_ready(url, "/readyz", process)
+    with running_service(args.url, args.out / "service.log") as url:
         started = time.perf_counter()
-        result = asyncio.run(benchmark(url.rstrip("/"), args))
+        result = asyncio.run(benchmark(url, args))
         seconds = time.perf_counter() - started
-    finally:
-        stop(process)
     rows = result["rows"]
     checks = check_targets(rows)
     print()
@@ -413,9 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         "targets_met": all(check["met"] for check in checks) if checks else None,
         "plot": str(plot_path),
     }
-    (args.out / "result.json").write_text(json.dumps(summary, indent=2))
     print(f"\nplot: {plot_path}")
-    print(json.dumps(summary))
+    print_result(summary, args.out / "result.json")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the strategy runs first (comments keep the stream alive meanwhile), then the cho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -259,25 +260,8 @@ def ttc_response(call: PreparedCall, solved: Solved) -> dict[str, Any]:
 
 async def _solve(call: PreparedCall, state: ServiceState, progress: Any = None) -> Solved:
     assert call.ttc is not None
-    engine, hardware = state.require_engine()
-    return await solve(
-        options=call.ttc,
-        prompt=call.prompt,
-        question=call.question,
-        sampling=SamplingSpec(
-            temperature=call.spec.temperature,
-            top_p=call.spec.top_p,
-            max_tokens=call.spec.max_tokens,
-            stop=call.spec.stop,
-            seed=call.spec.seed,
-        ),
-        engine=engine,
-        settings=state.settings,
-        hardware=hardware,
-        metrics=state.metrics,
-        corpora=state.corpora,
-        progress=progress,
-    )
+    sampling = dataclasses.replace(call.spec, n=1, logprobs=None)
+    return await solve(state, call.ttc, call.prompt, call.question, sampling, progress)
 
 
 async def complete(call: PreparedCall, request: Request, state: ServiceState) -> dict[str, Any]:

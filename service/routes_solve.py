@@ -49,7 +49,7 @@ def _response(body: SolveRequest, solved: Solved, request_id: str, model: str) -
 
 
 async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) -> Solved:
-    engine, hardware = state.require_engine()
+    engine, _ = state.require_engine()
     messages = _messages(body)
     sampling = SamplingSpec(
         n=1,
@@ -59,18 +59,7 @@ async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) ->
         stop=tuple(body.sampling.stop),
         seed=body.sampling.seed,
     )
-    return await solve(
-        options=body,
-        prompt=render(engine, messages),
-        question=question_of(messages),
-        sampling=sampling,
-        engine=engine,
-        settings=state.settings,
-        hardware=hardware,
-        metrics=state.metrics,
-        corpora=state.corpora,
-        progress=progress,
-    )
+    return await solve(state, body, render(engine, messages), question_of(messages), sampling, progress)
 
 
 def _sse(event: str, data: Any) -> str:

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 
 from service.budget import BudgetLimits, BudgetTracker, Spend
 from service.corpora import CorpusRetriever, CorpusStore, StorageUnavailable
-from service.cost import Hardware
 from service.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.errors import InvalidRequest
-from service.metrics import Metrics
 from service.protocol import (
     BudgetReport,
     BudgetSpec,
@@ -21,6 +19,7 @@ from service.protocol import (
     Usage,
 )
 from service.settings import Settings
+from service.state import ServiceState
 from strategies import get_strategy
 from strategies.base import ProgressCallback, RagContext, Result, Task
 from verifiers import build_verifier
@@ -138,19 +137,16 @@ async def rag_context(options: TTCOptions, corpora: CorpusStore | None) -> RagCo
 
 
 async def solve(
-    *,
+    state: ServiceState,
     options: TTCOptions,
     prompt: str,
     question: str,
     sampling: SamplingSpec,
-    engine: Engine,
-    settings: Settings,
-    hardware: Hardware,
-    metrics: Metrics,
     progress: ProgressCallback | None = None,
-    corpora: CorpusStore | None = None,
 ) -> Solved:
     """Validate everything that can be checked before spending, then run the strategy under its budget."""
+    engine, hardware = state.require_engine()
+    settings, metrics = state.settings, state.metrics
     strategy = get_strategy(options.strategy)
     check_context(engine, prompt, sampling.max_tokens, "sampling.max_tokens")
     limits, budget_given = limits_of(options.budget, settings)
@@ -168,7 +164,7 @@ async def solve(
         if options.verifier
         else None
     )
-    rag = await rag_context(options, corpora)
+    rag = await rag_context(options, state.corpora)
     task = Task(
         prompt=prompt,
         question=question,

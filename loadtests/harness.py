@@ -1,0 +1,152 @@
+"""What the benchmark scripts share: a service process to start, wait for and stop, and small output helpers.
+
+Each script either talks to a running service (`--url`) or starts `python -m service` itself in its own
+process group (so stopping it also stops the engine core it spawned) with its log in the script's results
+folder; `running_service` does both and always stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "loadtests" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_process(
+    command: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`command` in a new process group, with `env` over ours and its output in `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            list(command),
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def start_service(
+    port: int, log_path: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """`python -m service --port PORT --log-level warning ARGS`, with `env` over our environment."""
+    command = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning", *args]
+    return start_process(command, log_path, env)
+
+
+def log_tail(log_path: Path | None, lines: int = 20) -> str:
+    if log_path is None or not log_path.exists():
+        return ""
+    tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    return f"; last lines of {log_path}:\n" + "\n".join(tail)
+
+
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes] | None,
+    path: str = "/readyz",
+    timeout: float = 900.0,
+    log_path: Path | None = None,
+) -> None:
+    """Poll `url + path` until it answers 200. Fails at once if the process died or the service says its
+    engine failed to start (its /readyz would never turn 200), with the log's last lines when known."""
+    log_path = log_path if process is not None else None  # another server's log may be stale
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{url}: the server exited with code {process.returncode} before it was ready"
+                + log_tail(log_path)
+            )
+        try:
+            response = httpx.get(url + path, timeout=5)
+        except httpx.HTTPError:
+            time.sleep(1)
+            continue
+        if response.status_code == 200:
+            return
+        if "failed to start" in response.text:
+            raise RuntimeError(f"{url}: {response.text}" + log_tail(log_path))
+        time.sleep(1)
+    raise TimeoutError(f"{url}{path} not ready after {timeout:.0f} s" + log_tail(log_path))
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process group we started (the server and its engine core), then SIGKILL if needed."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends the run like Ctrl-C, so the servers we started are stopped too."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def running_service(
+    url: str | None,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    port: int | None = None,
+    path: str = "/readyz",
+) -> Iterator[str]:
+    """Yields the URL of a ready service: `url` if given, else one we start (on `port` or a free one) and
+    stop on leaving, also when the script gets SIGTERM."""
+    if url is not None:
+        wait_ready(url.rstrip("/"), None, path)
+        yield url.rstrip("/")
+        return
+    port = free_port() if port is None else port
+    url = f"http://127.0.0.1:{port}"
+    print(f"starting the service on {url} (log: {log_path}) ...", flush=True)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    process = start_service(port, log_path, env, args)
+    try:
+        wait_ready(url, process, path, log_path=log_path)
+        yield url
+    finally:
+        stop(process)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The value at this fraction of the sorted values (nearest rank); `values` must not be empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def print_result(result: dict[str, Any], save_to: Path | None = None) -> None:
+    """The benchmark's last line: its results as one JSON line (also written, indented, to `save_to`)."""
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        save_to.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
