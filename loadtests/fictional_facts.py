@@ -63,12 +63,15 @@ def _word(rng: random.Random, parts: int) -> str:
     return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
 
 
-def _unique(rng: random.Random, taken: set[str], make: int) -> str:
-    while True:
-        name = _word(rng, make)
+def _unique(rng: random.Random, taken: set[str], make: int, words: int = 1) -> str:
+    """A name of `words` words of `make` syllables that no other entity has. Only the whole name must be
+    new (first and last names repeat, as in life), so the name space is SYLLABLES ** (make * words)."""
+    for _ in range(100_000):
+        name = " ".join(_word(rng, make) for _ in range(words))
         if name not in taken:
             taken.add(name)
             return name
+    raise ValueError(f"no unused name of {words} x {make} syllables left; ask for fewer entities")
 
 
 def build(seed: int = 0, people: int = 360, towns: int = 160, questions: int = 120, demos: int = 8) -> World:
@@ -95,7 +98,7 @@ def build(seed: int = 0, people: int = 360, towns: int = 160, questions: int = 1
         )
     person_facts = []
     for index in range(people):
-        name = f"{_unique(rng, taken, 2)} {_unique(rng, taken, 2)}"
+        name = _unique(rng, taken, 2, words=2)
         town, _, _ = rng.choice(town_facts)
         year = rng.randint(1900, 1999)
         job = rng.choice(PROFESSIONS)
