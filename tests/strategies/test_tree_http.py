@@ -149,3 +149,21 @@ def test_a_deadline_stops_the_search_and_still_answers(client: httpx.Client) -> 
     )
     assert result["usage"]["seconds"] < 8
     assert result["candidates"]
+
+
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts", "rebase", "ets", "revision"])
+def test_strategies_through_the_openai_endpoint(client: httpx.Client, strategy: str) -> None:
+    params = {**TREE, "beam_width": 2} if strategy in ("beam_search", "dvts") else TREE
+    ttc = {
+        "strategy": strategy,
+        "verifier": {"name": "calculator"},
+        "params": {"chains": 2, "depth": 2} if strategy == "revision" else params,
+        "budget": {"tokens": 600},
+    }
+    body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 64, "ttc": ttc}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["choices"][0]["message"]["role"] == "assistant" and data["choices"][0]["message"]["content"]
+    assert data["ttc"]["strategy"] == strategy
+    assert 0 < data["usage"]["completion_tokens"] == data["ttc"]["usage"]["completion_tokens"] <= 600
