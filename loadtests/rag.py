@@ -53,7 +53,10 @@ async def ask(
         "sampling": {"max_tokens": 32, "temperature": 0},
     }
     async with gate:
-        response = await client.post("/v1/solve", json=body)
+        try:
+            response = await client.post("/v1/solve", json=body)
+        except httpx.TransportError:  # a pooled connection the server had just closed: send once more
+            response = await client.post("/v1/solve", json=body)
     if response.status_code != 200:
         return False, 0
     result = response.json()

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # Longer than load balancers' idle timeouts (60 s is common), so the balancer, not the service,
+        # closes idle connections and never sends a request down one the service is closing.
+        timeout_keep_alive=75,
     )
 
 

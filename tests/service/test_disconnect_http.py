@@ -24,7 +24,7 @@ def engine_requests_running(client: httpx.Client) -> float:
     raise AssertionError("ttc_engine_requests_running is missing from /metrics")
 
 
-def wait_until_idle(client: httpx.Client, seconds: float = 20.0) -> float:
+def wait_until_idle(client: httpx.Client, seconds: float = 120.0) -> float:
     deadline = time.monotonic() + seconds
     running = engine_requests_running(client)
     while running > 0 and time.monotonic() < deadline:
@@ -90,7 +90,9 @@ def test_disconnect_aborts_engine_work(
     send_and_give_up(service_url, path, body, stream)
     watcher.join()
     assert seen_busy.is_set(), "the engine never started the work"
-    assert wait_until_idle(client, 10.0) == 0, "the engine kept working for a client that left"
+    # Left alone, this work runs for minutes (16 x 1500 tokens); aborted, it is gone within seconds (more
+    # when other work shares the machine).
+    assert wait_until_idle(client, 45.0) == 0, "the engine kept working for a client that left"
     fresh = client.post(
         "/v1/solve", json={"prompt": "What is 2 + 2?", "strategy": "none", "sampling": {"max_tokens": 8}}
     )

@@ -192,7 +192,14 @@ def test_reward_model_verifier_through_the_service(client: httpx.Client, pooling
 def test_orm_scores_each_candidate_through_classify(pooling_servers: PoolingServers) -> None:
     """Last in the module: it swaps the per-token server for a sequence classifier (`/classify`)."""
     orm = verifier(pooling_servers.url("classify"), mode="orm")
-    per_candidate = asyncio.run(orm.step_scores(QUESTION, ["\n\n".join(STEPS), "14"]))
+    try:
+        per_candidate = asyncio.run(orm.step_scores(QUESTION, ["\n\n".join(STEPS), "14"]))
+    except EngineUnavailable as error:
+        # The converted head has no trained weights (vLLM leaves them as they come), so some runs give
+        # non-finite logits that vLLM itself refuses to serialize; nothing of ours to test then.
+        if "not JSON compliant" in str(error):
+            pytest.skip("the untrained classification head produced non-finite scores in this run")
+        raise
     assert [len(scores) for scores in per_candidate] == [1, 1]
     scores = asyncio.run(orm.score(QUESTION, ["\n\n".join(STEPS), "14"]))
     assert scores == [per_candidate[0][0], per_candidate[1][0]] and all(0.0 <= s <= 1.0 for s in scores)
