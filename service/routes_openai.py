@@ -7,31 +7,39 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.openai_serving import complete, prepare_chat, prepare_text, stream_plain, stream_ttc
+from service.openai_serving import (
+    PreparedCall,
+    complete,
+    prepare_chat,
+    prepare_text,
+    stream_plain,
+    stream_ttc,
+)
 from service.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from service.state import StateDep
+from service.state import ServiceState, StateDep
 
 router = APIRouter(prefix="/v1")
+
+
+async def respond(call: PreparedCall, request: Request, state: ServiceState) -> Any:
+    """Both endpoints alike once the request is prepared: stream it, or answer it whole."""
+    engine, _ = state.require_engine()
+    if call.stream:
+        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    return await complete(call, request, state)
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions, with optional `ttc`")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep) -> Any:
     engine, _ = state.require_engine()
-    call = prepare_chat(body, engine)
-    if call.stream:
-        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    return await complete(call, request, state)
+    return await respond(prepare_chat(body, engine), request, state)
 
 
 @router.post("/completions", summary="OpenAI text completions, with optional `ttc`")
 async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Any:
     engine, _ = state.require_engine()
-    call = prepare_text(body, engine)
-    if call.stream:
-        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    return await complete(call, request, state)
+    return await respond(prepare_text(body, engine), request, state)
 
 
 @router.get("/models", response_model=ModelList, summary="The served model")
