@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtests.harness import start_process, stop
 from service.errors import EngineUnavailable, InvalidRequest
 from tests.conftest import free_port, wait_ready
 from verifiers.reward_model import RewardModelOptions, RewardModelVerifier, probability_of_correct
@@ -58,18 +57,7 @@ def start_pooling_server(port: int, log: Path, task: str) -> subprocess.Popen[by
         "--port",
         str(port),
     ]
-    with log.open("wb") as output:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return start_process(command, log)
 
 
 class PoolingServers:
@@ -99,7 +87,7 @@ class PoolingServers:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_group(self.process)
+            stop(self.process)
         self.process, self.task = None, None
 
 
