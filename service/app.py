@@ -83,12 +83,14 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
+        state.redis = redis
         state.corpora = CorpusStore(redis, settings)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
         try:
             yield
         finally:
             indexer.cancel()
+            state.redis = None
             await redis.aclose()
             state.draining = True
             state.metrics.ready.set(0)

@@ -33,17 +33,12 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from service.errors import InvalidRequest, NotFound, ServiceError
+from service.errors import InvalidRequest, NotFound, StorageUnavailable
 from service.settings import Settings
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 LOAD_PAGE = 2000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class StorageUnavailable(ServiceError):
-    status_code = 503
-    error_type = "storage_unavailable"
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,13 @@ class EngineUnavailable(ServiceError):
     error_type = "engine_unavailable"
 
 
+class StorageUnavailable(ServiceError):
+    """Redis, where corpora and calibrations live, did not answer."""
+
+    status_code = 503
+    error_type = "storage_unavailable"
+
+
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:

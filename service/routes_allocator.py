@@ -61,7 +61,7 @@ async def calibrate_verifier(
         threshold=body.threshold,
     )
     calibration = calibration_of(name, body.family, counts, body.threshold)
-    await store.save_calibration(state.settings.redis_url, calibration)
+    await store.save_calibration(state.redis, calibration)
     return VerifierCalibrationOut(**calibration.describe())
 
 
@@ -79,12 +79,11 @@ async def calibrate_engine(body: EngineCalibrationRequest, state: StateDep) -> d
             seconds = time.monotonic() - started
             mean = generation.completion_tokens / max(len(generation.samples), 1)
             rows.append((prompt_tokens, samples, mean, seconds))
-    url = state.settings.redis_url
-    history: list[Any] = []
-    for row in rows:
-        history = await store.push_json(url, costs.OBSERVATIONS_KEY, list(row), costs.MAX_OBSERVATIONS)
+    history = await store.push_json(
+        state.redis, costs.OBSERVATIONS_KEY, [list(row) for row in rows], costs.MAX_OBSERVATIONS
+    )
     fitted = costs.SecondsModel.fit(history or rows, "engine calibration sweep")
-    await store.set_json(url, costs.SECONDS_KEY, fitted.__dict__)
+    await store.set_json(state.redis, costs.SECONDS_KEY, fitted.__dict__)
     await asyncio.to_thread(costs.save_seconds_model_file, state.settings.model_cache_dir, fitted)
     return {"seconds_model": dataclasses.asdict(fitted), "calls": [list(row) for row in rows]}
 
@@ -92,9 +91,8 @@ async def calibrate_engine(body: EngineCalibrationRequest, state: StateDep) -> d
 @router.get("/allocator", summary="What the auto strategy knows: cost model, runtime model, profiles")
 async def allocator(state: StateDep) -> dict[str, Any]:
     engine, hardware = state.require_engine()
-    url = state.settings.redis_url
-    seconds = await store.get_json(url, costs.SECONDS_KEY)
-    calibrations = await store.list_calibrations(url)
+    seconds = await store.get_json(state.redis, costs.SECONDS_KEY)
+    calibrations = await store.list_calibrations(state.redis)
     return {
         "model_shape": dataclasses.asdict(engine.shape),
         "hardware": {**dataclasses.asdict(hardware), "intensity": hardware.intensity},

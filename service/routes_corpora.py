@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from service.corpora import CorpusStore, StorageUnavailable
+from service.corpora import CorpusStore
+from service.errors import StorageUnavailable
 from service.protocol import CorpusCreate, CorpusSearch, DocumentsAdd
 from service.state import StateDep
 

@@ -116,7 +116,7 @@ async def strategies() -> dict[str, Any]:
 @router.get("/verifiers", summary="Verifiers that `verifier.name` accepts")
 async def verifiers(state: StateDep) -> dict[str, Any]:
     """Each verifier with its measured completeness and soundness per task family (auto uses them)."""
-    calibrations = await store.list_calibrations(state.settings.redis_url)
+    calibrations = await store.list_calibrations(state.redis)
 
     def entry(name: str) -> dict[str, Any]:
         measured = [item.describe() for item in calibrations if item.verifier == name]

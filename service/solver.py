@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.budget import BudgetLimits, BudgetTracker, Spend
-from service.corpora import CorpusRetriever, CorpusStore, StorageUnavailable
+from service.corpora import CorpusRetriever, CorpusStore
 from service.engine import Engine, SamplingSpec, count_prompt_tokens
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, StorageUnavailable
 from service.protocol import (
     BudgetReport,
     BudgetSpec,
@@ -175,6 +175,7 @@ async def solve(
         budget_given=budget_given,
         progress=progress,
         rag=rag,
+        redis=state.redis,
     )
     started = time.monotonic()
     status = "error"

@@ -17,6 +17,8 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from service.corpora import CorpusStore
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class ServiceState:
     hardware: Hardware | None = None
     failure: str | None = None
     draining: bool = False
+    redis: Redis | None = None  # the one Redis client (corpora, calibrations, allocator memory); lifespan
     corpora: CorpusStore | None = None  # document corpora in Redis (issue 4); set in the lifespan
 
     def require_engine(self) -> tuple[Engine, Hardware]:

@@ -8,6 +8,8 @@
 4. Decision: the highest expected utility within the hard cap (see allocation/decide.py); it may abstain.
 5. Run: best-of-N continues from the probe's samples; other strategies run through the registry with the
    budget left. `Result.details["allocation"]` says what was estimated, chosen and spent, and why.
+
+A request that names a corpus skips all this: the RAG allocation model picks its retrieval configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +27,7 @@ from service.budget import BudgetTracker
 from service.cost import worst_case_eflops
 from service.engine import Engine, count_prompt_tokens
 from service.errors import BudgetExhausted
+from strategies import rag
 from strategies.allocation import costs, difficulty, neighbours, store
 from strategies.allocation.costs import CallShape, SecondsModel
 from strategies.allocation.decide import Decision, decide
@@ -76,7 +79,7 @@ class AutoParams(BaseModel):
 
 async def seconds_model(task: Task) -> SecondsModel:
     """The engine's fitted runtime model: Redis first (shared), then the cache dir, else defaults."""
-    stored = await store.get_json(task.settings.redis_url, costs.SECONDS_KEY)
+    stored = await store.get_json(task.redis, costs.SECONDS_KEY)
     if stored:
         try:
             return SecondsModel(**stored)
@@ -87,13 +90,12 @@ async def seconds_model(task: Task) -> SecondsModel:
 
 async def record_seconds(task: Task, rows: list[tuple[int, int, float, float]]) -> None:
     """Add measured calls to the shared observations and refit the runtime model (cheap: a 4-column lstsq)."""
-    url = task.settings.redis_url
-    history: list[Any] = []
-    for row in rows:
-        history = await store.push_json(url, costs.OBSERVATIONS_KEY, list(row), costs.MAX_OBSERVATIONS)
+    history = await store.push_json(
+        task.redis, costs.OBSERVATIONS_KEY, [list(row) for row in rows], costs.MAX_OBSERVATIONS
+    )
     if len(history) >= 4:
         model = SecondsModel.fit(history, "auto requests' measured calls")
-        await store.set_json(url, costs.SECONDS_KEY, model.__dict__)
+        await store.set_json(task.redis, costs.SECONDS_KEY, model.__dict__)
 
 
 def caps_of(budget: BudgetTracker) -> Caps:
@@ -116,14 +118,14 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     from strategies import STRATEGIES  # the registry imports this module
 
     params = parse_params(AutoParams, task.params)
+    if task.rag is not None:
+        return await retrieval_plan(task, engine, verifier, budget)
     started = time.monotonic()
     prompt_tokens = count_prompt_tokens(engine, task.prompt)
     if budget.fit(prompt_tokens, 1, task.sampling.max_tokens) == (0, 0):
         raise BudgetExhausted("The budget cannot pay for a single sample of this prompt.", param="budget")
     calibration, model = await asyncio.gather(
-        store.load_calibration(task.settings.redis_url, verifier.name, params.family)
-        if verifier is not None
-        else _none(),
+        store.load_calibration(task.redis, verifier.name, params.family) if verifier is not None else _none(),
         seconds_model(task),
     )
 
@@ -133,7 +135,7 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     if params.neighbours:
         try:
             vector = await neighbours.embed(task.question)
-            prior = await neighbours.lookup(task.settings.redis_url, params.memory, vector)
+            prior = await neighbours.lookup(task.redis, params.memory, vector)
         except Exception as exc:  # the prior is an optimisation; never fail the request for it
             logger.warning("no neighbour prior: %r", exc)
     profiles = load_profiles(task.settings.allocator_profile_dir)
@@ -230,11 +232,34 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         prior,
     )
     result.params = {"strategy": chosen.strategy, **chosen.params, "probe_samples": len(probe)}
-    if params.remember and vector is not None and result.candidates:
-        answers = Counter(c.answer for c in result.candidates if c.answer is not None)
-        share = max(answers.values(), default=0) / len(result.candidates)
-        mean_tokens = sum(c.tokens for c in result.candidates) / len(result.candidates)
-        await neighbours.remember(task.settings.redis_url, params.memory, vector, share, mean_tokens)
+    if params.remember and vector is not None and probe:
+        # What the probe measured, as p (through the profile's map from agreement to success rate): the raw
+        # agreement share would tell later prompts that a model which agrees on a wrong answer is right.
+        # Without a probe there is nothing new to remember.
+        measured = difficulty.estimate(probe, profiles.get("best_of_n"), calibration).p  # no prior: no echo
+        await neighbours.remember(task.redis, params.memory, vector, measured, expected_tokens)
+    return result
+
+
+async def retrieval_plan(
+    task: Task, engine: Engine, verifier: Verifier | None, budget: BudgetTracker
+) -> Result:
+    """A request that names a corpus is a retrieval question: its configuration (documents, demonstrations,
+    follow-up rounds) comes from the RAG allocation model fitted by loadtests/rag.py, for its context budget."""
+    result = await rag.run(task, engine, verifier, budget)
+    chosen = result.details.get("allocation", {})
+    params = {key: chosen.get(key) for key in ("k", "demos", "iterations")}
+    result.details["allocation"] = {
+        "chosen": {
+            "strategy": "rag",
+            "params": params,
+            "predicted_accuracy": chosen.get("predicted"),
+            "basis": "RAG allocation model (strategies/rag_allocation.json)",
+        },
+        "cost": {"spent_eflops": budget.spend.eflops, "budget_context_tokens": budget.limits.context_tokens},
+        "reason": "The request names a corpus, so the RAG allocation model chose its documents, demonstrations "
+        "and follow-up rounds for the context budget.",
+    }
     return result
 
 
@@ -279,8 +304,6 @@ async def execute(
             abstained=abstained,
         )
     strategy = registry[plan.strategy]
-    from dataclasses import replace
-
     result: Result = await strategy(
         replace(task, params=plan.params), engine, verifier if plan.uses_verifier else None, budget
     )
@@ -339,6 +362,7 @@ def allocation_report(
             if prior is None
             else {
                 "neighbours": prior.neighbours,
+                "near_duplicates": prior.near_duplicates,
                 "mean_similarity": round(prior.mean_similarity, 3),
                 "p": round(prior.p, 4),
                 "skipped_probe": not probe,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
 
 from service.budget import BudgetTracker
 from service.engine import Engine, Sample, SamplingSpec
@@ -65,6 +66,7 @@ class Task:
     budget_given: bool = False
     progress: ProgressCallback | None = None
     rag: RagContext | None = None  # retrieval, for the RAG strategies
+    redis: Redis | None = None  # the service's Redis client (auto's calibrations and memory)
 
     def report(self, event: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -1,8 +1,9 @@
 """What the allocator keeps in Redis (shared by replicas, survives restarts of one): verifier calibrations,
 the engine's seconds model and its observations, and outcomes of past prompts for the nearest-neighbour prior.
 
-Redis is an optimisation here, never a dependency of answering: every read and write has a short timeout and
-a failure falls back to defaults (and is said so in the allocation object).
+Every function takes the service's one Redis client (with its timeouts), or None where there is none. Redis
+is an optimisation here, never a dependency of answering: a failed read or write falls back to defaults (and
+is said so in the allocation object); only storing a calibration someone asked for fails loudly.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis.asyncio as redis_async
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from service.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_PREFIX = "ttc:verifier_calibration:"
-NEIGHBOURS_KEY = "ttc:allocator:outcomes"
-REDIS_TIMEOUT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,39 +58,36 @@ def default_calibration(verifier: str, family: str) -> VerifierCalibration:
     )
 
 
-def connect(url: str) -> redis_async.Redis:
-    return redis_async.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-    )
-
-
-async def save_calibration(url: str, calibration: VerifierCalibration) -> None:
-    client = connect(url)
+async def save_calibration(client: Redis | None, calibration: VerifierCalibration) -> None:
+    """Store a measured calibration; unlike reads, a failure here is the caller's error (nothing was saved)."""
+    if client is None:
+        raise StorageUnavailable(
+            "Verifier calibrations are stored in Redis, and the service has no Redis client."
+        )
     try:
         key = f"{CALIBRATION_PREFIX}{calibration.verifier}:{calibration.family}"
         await client.set(key, json.dumps(calibration.describe()))
-    finally:
-        await client.aclose()
+    except (RedisError, OSError) as exc:
+        raise StorageUnavailable(f"Could not store the calibration in Redis: {exc}") from exc
 
 
-async def load_calibration(url: str, verifier: str, family: str) -> VerifierCalibration:
+async def load_calibration(client: Redis | None, verifier: str, family: str) -> VerifierCalibration:
     """The stored calibration for (verifier, family), else the verifier's `default` family, else defaults."""
-    client = connect(url)
-    try:
-        for name in (family, "default"):
-            raw = await client.get(f"{CALIBRATION_PREFIX}{verifier}:{name}")
-            if raw:
-                return VerifierCalibration(**json.loads(raw))
-    except (RedisError, OSError, ValueError, TypeError) as exc:
-        logger.warning("verifier calibration unavailable (%r); using defaults", exc)
-    finally:
-        await client.aclose()
+    if client is not None:
+        try:
+            for name in (family, "default"):
+                raw = await client.get(f"{CALIBRATION_PREFIX}{verifier}:{name}")
+                if raw:
+                    return VerifierCalibration(**json.loads(raw))
+        except (RedisError, OSError, ValueError, TypeError) as exc:
+            logger.warning("verifier calibration unavailable (%r); using defaults", exc)
     return default_calibration(verifier, family)
 
 
-async def list_calibrations(url: str) -> list[VerifierCalibration]:
-    client = connect(url)
+async def list_calibrations(client: Redis | None) -> list[VerifierCalibration]:
     found: list[VerifierCalibration] = []
+    if client is None:
+        return found
     try:
         async for key in client.scan_iter(match=f"{CALIBRATION_PREFIX}*", count=200):
             raw = await client.get(key)
@@ -97,39 +95,38 @@ async def list_calibrations(url: str) -> list[VerifierCalibration]:
                 found.append(VerifierCalibration(**json.loads(raw)))
     except (RedisError, OSError, ValueError, TypeError) as exc:
         logger.warning("cannot list verifier calibrations: %r", exc)
-    finally:
-        await client.aclose()
     return sorted(found, key=lambda item: (item.verifier, item.family))
 
 
-async def get_json(url: str, key: str) -> Any:
-    client = connect(url)
+async def get_json(client: Redis | None, key: str) -> Any:
+    if client is None:
+        return None
     try:
         raw = await client.get(key)
         return json.loads(raw) if raw else None
     except (RedisError, OSError, ValueError) as exc:
         logger.warning("redis read of %s failed: %r", key, exc)
         return None
-    finally:
-        await client.aclose()
 
 
-async def set_json(url: str, key: str, value: Any) -> None:
-    client = connect(url)
+async def set_json(client: Redis | None, key: str, value: Any) -> None:
+    if client is None:
+        return
     try:
         await client.set(key, json.dumps(value))
     except (RedisError, OSError) as exc:
         logger.warning("redis write of %s failed: %r", key, exc)
-    finally:
-        await client.aclose()
 
 
-async def push_json(url: str, key: str, value: Any, keep: int, read_back: bool = True) -> list[Any]:
-    """Append to a capped list and return the list as it now is (empty when not read back)."""
-    client = connect(url)
+async def push_json(
+    client: Redis | None, key: str, values: list[Any], keep: int, read_back: bool = True
+) -> list[Any]:
+    """Append to a capped list in one round trip; return the list as it now is (empty when not read back)."""
+    if client is None or not values:
+        return []
     try:
         pipe = client.pipeline()
-        pipe.rpush(key, json.dumps(value))
+        pipe.rpush(key, *(json.dumps(value) for value in values))
         pipe.ltrim(key, -keep, -1)
         if read_back:
             pipe.lrange(key, 0, -1)
@@ -138,19 +135,16 @@ async def push_json(url: str, key: str, value: Any, keep: int, read_back: bool =
     except (RedisError, OSError, ValueError) as exc:
         logger.warning("redis append to %s failed: %r", key, exc)
         return []
-    finally:
-        await client.aclose()
 
 
-async def read_list(url: str, key: str) -> list[Any]:
-    client = connect(url)
+async def read_list(client: Redis | None, key: str) -> list[Any]:
+    if client is None:
+        return []
     try:
         return [json.loads(row) for row in await client.lrange(key, 0, -1)]
     except (RedisError, OSError, ValueError) as exc:
         logger.warning("redis read of %s failed: %r", key, exc)
         return []
-    finally:
-        await client.aclose()
 
 
 def now() -> float:

@@ -137,3 +137,29 @@ def test_engine_runtime_model_and_allocator_view(client: httpx.Client) -> None:
     view = client.get("/v1/allocator").json()
     assert view["seconds_model"]["fitted"] is True and view["model_shape"]["layers"] > 0
     assert view["hardware"]["intensity"] > 0
+
+
+def test_memory_of_past_prompts_gives_a_prior_and_then_skips_the_probe(client: httpx.Client) -> None:
+    """Probed requests remember their estimate of p in Redis; once enough similar prompts are known, the
+    next one gets its difficulty from them and draws no probe."""
+    memory = f"test-{uuid.uuid4().hex[:8]}"
+    body: dict[str, Any] = {
+        "prompt": QUESTION,
+        "budget": {"tokens": 200},
+        "sampling": {"max_tokens": 16},
+        "params": {"memory": memory, "probe_samples": 2},
+    }
+    probed = [solve(client, **body)["details"]["allocation"]["difficulty"] for _ in range(3)]
+    assert all(d["probe_samples"] == 2 for d in probed)
+    assert probed[0]["neighbour_prior"] is None
+    assert probed[1]["neighbour_prior"]["neighbours"] == 1
+    last = solve(client, **body)["details"]["allocation"]["difficulty"]
+    assert last["neighbour_prior"]["neighbours"] == 3 and last["neighbour_prior"]["skipped_probe"]
+    assert last["probe_samples"] == 0 and "similar past prompts" in last["source"]
+    # The memory holds the probe's estimate of p (the first request had no prior to mix in), not the answers'
+    # agreement share.
+    stored = redis.Redis.from_url("redis://127.0.0.1:6379/0").lrange(
+        f"ttc:allocator:outcomes:{memory}", 0, -1
+    )
+    assert len(stored) == 3
+    assert json.loads(stored[0])["p"] == pytest.approx(probed[0]["p"], abs=1e-3)

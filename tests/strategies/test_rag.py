@@ -111,6 +111,17 @@ def test_rag_in_openai_ttc_with_a_context_budget(client: httpx.Client, corpus: s
     assert {"k", "demos", "iterations"} <= set(allocation)
 
 
+def test_auto_with_a_corpus_lets_the_rag_allocation_model_choose(client: httpx.Client, corpus: str) -> None:
+    question = WORLD.questions[0]
+    result = solve(client, question.question, rag={"corpus": corpus}, budget={"context_tokens": 1500})
+    assert result["strategy"] == "auto"
+    allocation = result["details"]["allocation"]
+    assert allocation["chosen"]["strategy"] == "rag" and allocation["reason"].endswith(".")
+    assert set(allocation["chosen"]["params"]) == {"k", "demos", "iterations"}
+    assert result["params"]["mode"] in {"drag", "iterdrag"}
+    assert result["budget"]["spent"]["context_tokens"] <= 1500
+
+
 def test_unknown_corpus_is_a_404_and_missing_rag_a_400(client: httpx.Client) -> None:
     missing = client.post(
         "/v1/solve",

@@ -121,3 +121,17 @@ def test_neighbour_prior_weights_close_outcomes() -> None:
     assert prior is not None and prior.neighbours == 2 and not prior.confident
     assert prior.p > 0.7 and prior.tokens == pytest.approx(15.0)
     assert prior_from([0.0, -1.0], rows) is None and prior_from([1.0, 0.0], []) is None
+
+
+def test_neighbour_prior_counts_as_much_as_the_probe_and_only_near_duplicates_skip_it() -> None:
+    from strategies.allocation.neighbours import PRIOR_SAMPLES, prior_from
+
+    similar = [0.8, 0.6]  # cosine 0.8 with [1, 0]: a neighbour, not a near-duplicate
+    rows: list[dict[str, object]] = [{"v": similar, "p": 1.0} for _ in range(8)]
+    prior = prior_from([1.0, 0.0], rows)
+    assert prior is not None and prior.neighbours == 8 and prior.near_duplicates == 0
+    assert not prior.confident  # eight neighbours of another difficulty do not replace the probe
+    assert prior.alpha + prior.beta == pytest.approx(1.0 + PRIOR_SAMPLES)
+    same: list[dict[str, object]] = [{"v": [1.0, 0.0], "p": 0.2} for _ in range(3)]
+    close = prior_from([1.0, 0.0], same)
+    assert close is not None and close.confident and close.p == pytest.approx((0.5 + 0.8) / 5)
