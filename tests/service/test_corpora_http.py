@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, stop, wait_ready
+from loadtests.harness import free_port, start_process, stop, wait_ready
 
 
 def unique(prefix: str = "t") -> str:
@@ -26,21 +26,12 @@ ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
 
 def start_light_service(tmp: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
     """A service process without an engine (remote engine on a dead port): corpora only, starts in seconds."""
-    import os
-
     port = free_port()
     log = tmp / f"light-{port}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port), *ENGINELESS],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
+    process = start_process([sys.executable, "-m", "service", "--port", str(port), *ENGINELESS], log, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{url}/healthz", process, log, seconds=120)
+        wait_ready(url, process, "/healthz", timeout=120, log_path=log)
     except Exception:
         stop(process)
         raise

@@ -33,14 +33,17 @@ def wait_until_idle(client: httpx.Client, seconds: float = 120.0) -> float:
     return running
 
 
-def send_and_give_up(service_url: str, path: str, body: dict[str, object], stream: bool = False) -> None:
-    """Send long work, then hang up: after 2 s of silence, or (streaming) after the first few chunks."""
+def send_and_give_up(
+    service_url: str, path: str, body: dict[str, object], stream: bool, seen_busy: threading.Event
+) -> None:
+    """Send long work, then hang up: after 2 s of silence, or (streaming) after the first few chunks once the
+    watcher has seen the engine busy (a fast machine streams the first chunks between two of its polls)."""
     with httpx.Client(base_url=service_url, timeout=2.0) as impatient:
         try:
             if stream:
                 with impatient.stream("POST", path, json=body) as response:
                     for received, _ in enumerate(response.iter_lines()):
-                        if received >= 4:
+                        if received >= 4 and seen_busy.is_set():
                             return
             else:
                 impatient.post(path, json=body)
@@ -87,7 +90,7 @@ def test_disconnect_aborts_engine_work(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    send_and_give_up(service_url, path, body, stream)
+    send_and_give_up(service_url, path, body, stream, seen_busy)
     watcher.join()
     assert seen_busy.is_set(), "the engine never started the work"
     # Left alone, this work runs for minutes (16 x 1500 tokens); aborted, it is gone within seconds (more

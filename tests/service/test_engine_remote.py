@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtests.harness import free_port, start_process, stop, wait_ready
 from service.engine import SamplingSpec, StreamState, generate
 from service.engine_remote import RemoteEngine
 from service.model_files import ensure_default_model
 from service.settings import Settings
-from tests.conftest import free_port, spawn, start_service, stop, wait_ready
+from tests.conftest import start_service
 
 pytestmark = pytest.mark.engine
 
@@ -32,10 +33,10 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
         "--enable-prompt-tokens-details",
     ]  # fmt: skip
-    process = spawn(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    process = start_process(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{url}/health", process, log)
+        wait_ready(url, process, "/health", log_path=log)
         yield url, model_dir
     finally:
         stop(process)

@@ -6,10 +6,13 @@ from typing import Any
 import httpx
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 pytestmark = pytest.mark.engine
 
-QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with just the number."}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is 2 + 3? Answer with just the number."}
+]
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def test_chat_completion(openai_client: OpenAI) -> None:
         messages=QUESTION,
         max_tokens=16,
         temperature=0,
-        seed=1,  # type: ignore[arg-type]
+        seed=1,
     )
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
@@ -42,7 +45,7 @@ def test_chat_completion(openai_client: OpenAI) -> None:
 def test_chat_n_and_logprobs(openai_client: OpenAI) -> None:
     response = openai_client.chat.completions.create(
         model=model_name(openai_client),
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=8,
         n=3,
         logprobs=True,
@@ -96,7 +99,7 @@ def test_ttc_through_extra_body(openai_client: OpenAI) -> None:
     }
     response = openai_client.chat.completions.create(
         model=model_name(openai_client),
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=32,
         n=2,
         extra_body={"ttc": ttc},
@@ -116,7 +119,7 @@ def test_ttc_through_extra_body(openai_client: OpenAI) -> None:
 def test_ttc_streaming_and_completions(openai_client: OpenAI) -> None:
     stream = openai_client.chat.completions.create(
         model=model_name(openai_client),
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=24,
         stream=True,
         stream_options={"include_usage": True},

@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtests.harness import start_process, stop
+from loadtests.harness import free_port, start_process, stop, wait_ready
 from service.errors import EngineUnavailable, InvalidRequest
-from tests.conftest import free_port, wait_ready
 from verifiers.reward_model import RewardModelOptions, RewardModelVerifier, probability_of_correct
 
 pytestmark = pytest.mark.engine
@@ -78,7 +77,7 @@ class PoolingServers:
             self.process = start_pooling_server(port, log, task)
             self.base = f"http://127.0.0.1:{port}"
             try:
-                wait_ready(f"{self.base}/health", self.process, log)
+                wait_ready(self.base, self.process, "/health", log_path=log)
             except Exception:
                 self.stop()
                 raise
