@@ -5,15 +5,18 @@ Problems: one-, two- and three-digit addition, one-digit multiplication and GSM8
 
 1. draws a pool of samples per problem (one best-of-N call, every sample scored by the judge),
 2. calibrates the judge on fit problems (POST /v1/verifiers/judge/calibrate, family "mixed"),
-3. fits the best-of-N profile on the fit pools (loadtests/fit_profiles.py) into a results folder that the
-   service it started reads (TTC_ALLOCATOR_PROFILE_DIR),
+3. fits the best-of-N profile on the fit pools (loadtests/fit_profiles.py), and the profiles of every other
+   strategy setting in --grid (tree searches, revision) by running each on the fit problems, into a results
+   folder that the service it started reads (TTC_ALLOCATOR_PROFILE_DIR),
 4. evaluates fixed best-of-N (majority and judge-weighted, N = 1, 2, 4, ...) on the report pools by replaying
-   random subsets, priced by the service's own eFLOPs accounting,
+   random subsets, priced by the service's own eFLOPs accounting, and runs every --grid setting for real on
+   the report problems (the other fixed strategies),
 5. runs `auto` for real on the report problems at several per-request eFLOPs caps (the worst case of one
    best-of-B call for that prompt, B in --budgets),
 
-and compares accuracy at equal average eFLOPs, the eFLOPs auto needs to reach best-of-N's best accuracy,
-predicted against measured accuracy of the chosen plans, and spend against cap. Writes a PNG of accuracy
+and compares accuracy at equal average eFLOPs, the eFLOPs auto needs to reach best-of-N's best accuracy, the
+best fixed strategy in hindsight, predicted against measured accuracy of the chosen plans, and spend against
+cap. Every auto request's record goes to loadtests/results/allocator/auto_requests.json. Writes a PNG of accuracy
 against average eFLOPs for every policy to loadtests/results/allocator/, and ends with one JSON line.
 
     .venv/bin/python -m loadtests.allocator --quick       # a few minutes
@@ -42,15 +45,19 @@ from loadtests.fit_profiles import (
     chosen_correct,
     collect_pools,
     fit_best_of_n,
+    fit_grid,
     load_tokenizer,
     post,
     problem_set,
+    run_setting,
+    setting_label,
 )
 from loadtests.harness import ROOT, print_result, running_service
 from service.cost import worst_case_eflops
 from verifiers.answers import answers_equal
 
 RESULTS = ROOT / "loadtests" / "results" / "allocator"
+GRID = ROOT / "loadtests" / "profile_grid.json"
 FAMILY = "mixed"
 
 
@@ -83,6 +90,28 @@ def fixed_policies(
                     "mean_eflops": eflops / len(pools),
                 }
             )
+    return policies
+
+
+async def grid_policies(
+    url: str, pools: list[Pool], grid: list[dict[str, Any]], concurrency: int
+) -> list[dict[str, Any]]:
+    """Every other strategy setting of the grid, run for real on the report problems (fixed policies)."""
+    gate = asyncio.Semaphore(concurrency)
+    policies = []
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
+        for setting in grid:
+            outcomes = await run_setting(client, pools, setting, gate)
+            policies.append(
+                {
+                    "policy": setting_label(setting),
+                    "rule": "other",
+                    "n": 0,
+                    "accuracy": sum(ok for ok, _ in outcomes) / len(outcomes),
+                    "mean_eflops": sum(eflops for _, eflops in outcomes) / len(outcomes),
+                }
+            )
+            print(f"  {policies[-1]['policy']}: accuracy {policies[-1]['accuracy']:.3f}", flush=True)
     return policies
 
 
@@ -157,6 +186,7 @@ async def run_auto(
         "abstained": sum(r["abstained"] for r in rows),
         "skipped_probe": sum(r["skipped_probe"] for r in rows),
         "choices": dict(sorted(choices.items(), key=lambda item: -item[1])[:8]),
+        "rows": rows,
         "by_family": {
             family: {"accuracy": round(s[1] / s[0], 3), "mean_eflops": s[2] / s[0]}
             for family, s in by_family.items()
@@ -194,6 +224,17 @@ def plot(fixed: list[dict[str, Any]], autos: list[dict[str, Any]], path: Path) -
             )
             for p in curve:
                 axes.annotate(f"N={p['n']}", (p["mean_eflops"], p["accuracy"]), fontsize=7)
+    others = [p for p in fixed if p["rule"] == "other"]
+    if others:
+        axes.scatter(
+            [p["mean_eflops"] for p in others],
+            [p["accuracy"] for p in others],
+            marker="^",
+            color="grey",
+            label="other fixed strategies",
+        )
+        for p in others:
+            axes.annotate(p["policy"], (p["mean_eflops"], p["accuracy"]), fontsize=6)
     axes.plot(
         [a["mean_eflops"] for a in autos],
         [a["accuracy"] for a in autos],
@@ -211,7 +252,7 @@ def plot(fixed: list[dict[str, Any]], autos: list[dict[str, Any]], path: Path) -
     axes.set_xscale("log")
     axes.set_xlabel("average eFLOPs per problem")
     axes.set_ylabel("accuracy (report split)")
-    axes.set_title("Budget allocator vs fixed best-of-N")
+    axes.set_title("Budget allocator vs fixed strategies")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -239,6 +280,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-judge", action="store_true", help="no verifier anywhere (majority only)")
     parser.add_argument(
+        "--grid",
+        type=str,
+        default=str(GRID),
+        help="other strategy settings (JSON list) to profile on the fit split and run on the report split; "
+        "an empty string runs best-of-N only",
+    )
+    parser.add_argument(
         "--no-warm-memory",
         dest="warm_memory",
         action="store_false",
@@ -261,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     profile_dir = RESULTS / "profiles"
     profile_dir.mkdir(exist_ok=True)
+    for stale in profile_dir.glob("*.json"):  # profiles of an earlier run must not leak into this one
+        stale.unlink()
+    grid = json.loads(Path(args.grid).read_text()) if args.grid else []
     if args.url is not None:
         print("note: with --url the service uses its own profiles, not the one fitted here")
     started = time.monotonic()
@@ -304,8 +355,18 @@ def main(argv: list[str] | None = None) -> None:
 
         profile = fit_best_of_n(fit_pools, args.replays, args.seed, judge)
         (profile_dir / "best_of_n.json").write_text(json.dumps(profile, indent=1) + "\n")
+        if grid:
+            t0 = time.monotonic()
+            print(f"profiling {len(grid)} other strategy settings on the fit split ...", flush=True)
+            others = asyncio.run(fit_grid(url, fit_pools, grid, args.concurrency, args.replays, args.seed))
+            for name, data in others.items():
+                (profile_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+            print(f"profiles fitted in {time.monotonic() - t0:.0f} s", flush=True)
 
         fixed = fixed_policies(report_pools, args.replays, args.seed, judge, cost)
+        if grid:
+            print("running the same settings on the report split (fixed policies) ...", flush=True)
+            fixed += asyncio.run(grid_policies(url, report_pools, grid, args.concurrency))
         # auto's memory of past prompts: filled by auto runs on the fit split only, never by report prompts.
         memory = f"bench-{uuid.uuid4().hex[:8]}"
         if args.warm_memory:
@@ -331,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     majority = [p for p in fixed if p["rule"] == "majority"]
     weighted = [p for p in fixed if p["rule"] == "weighted"]
     best_fixed = max(fixed, key=lambda p: p["accuracy"])
+    best_bon = max(majority + weighted, key=lambda p: p["accuracy"])
     print(f"\n{'policy':34} {'accuracy':>9} {'mean eFLOPs':>12}")
     for p in sorted(fixed, key=lambda p: (p["rule"], p["n"])):
         print(f"{p['policy']:34} {p['accuracy']:9.3f} {p['mean_eflops']:12.4g}")
@@ -375,8 +437,8 @@ def main(argv: list[str] | None = None) -> None:
             f"  max spend/cap {a['max_spend_over_cap']:.3f}  choices {a['choices']}"
         )
         print(f"{'':34} by family {a['by_family']}")
-    reach = [a for a in autos if a["accuracy"] >= best_fixed["accuracy"]]
-    reach_ratio = min(a["mean_eflops"] for a in reach) / best_fixed["mean_eflops"] if reach else None
+    reach = [a for a in autos if a["accuracy"] >= best_bon["accuracy"]]
+    reach_ratio = min(a["mean_eflops"] for a in reach) / best_bon["mean_eflops"] if reach else None
     gains = [c["gain_vs_bon_majority"] for c in comparisons if c["gain_vs_bon_majority"] is not None]
     errors = [c["prediction_error"] for c in comparisons]
     png = RESULTS / "accuracy_vs_eflops.png"
@@ -393,9 +455,14 @@ def main(argv: list[str] | None = None) -> None:
             "accuracy": round(best_fixed["accuracy"], 4),
             "mean_eflops": best_fixed["mean_eflops"],
         },
+        "best_best_of_n": {
+            "policy": best_bon["policy"],
+            "accuracy": round(best_bon["accuracy"], 4),
+            "mean_eflops": best_bon["mean_eflops"],
+        },
         "comparisons": comparisons,
         "mean_gain_vs_bon_majority": round(sum(gains) / len(gains), 4) if gains else None,
-        "auto_eflops_to_reach_best_fixed": None if reach_ratio is None else round(reach_ratio, 4),
+        "auto_eflops_to_reach_best_of_n": None if reach_ratio is None else round(reach_ratio, 4),
         "mean_prediction_error": round(sum(errors) / len(errors), 4),
         "spend_within_cap": all(a["max_spend_over_cap"] <= 1.0 + 1e-9 for a in autos),
         "targets": {
@@ -406,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
         "plot": str(png),
         "seconds": round(time.monotonic() - started, 1),
     }
+    (RESULTS / "auto_requests.json").write_text(
+        json.dumps({a["policy"]: a["rows"] for a in autos}, indent=1) + "\n"
+    )
     print_result(summary)
 
 

@@ -8,7 +8,7 @@ accuracy of majority and judge-weighted votes at each total sample count. Other 
 running each parameter setting of `--grid` (a JSON list of {"strategy", "params", "uses_verifier"}) on the
 same problems and recording accuracy per probe outcome and mean eFLOPs in units of one sample.
 
-    .venv/bin/python -m loadtests.fit_profiles [--quick] [--url URL] [--out DIR] [--grid grid.json]
+    .venv/bin/python -m loadtests.fit_profiles [--quick] [--url URL] [--out DIR] [--grid loadtests/profile_grid.json]
 """
 
 from __future__ import annotations
@@ -291,10 +291,38 @@ def signature_weights(pool: Pool, replays: int, rng: random.Random) -> list[floa
     return weights
 
 
+async def run_setting(
+    client: httpx.AsyncClient, pools: list[Pool], setting: dict[str, Any], gate: asyncio.Semaphore
+) -> list[tuple[bool, float]]:
+    """One strategy setting of a grid on every problem: (correct, eFLOPs spent) per problem."""
+
+    async def one(pool: Pool) -> tuple[bool, float]:
+        body: dict[str, Any] = {
+            "prompt": pool.problem.question,
+            "strategy": setting["strategy"],
+            "params": setting.get("params", {}),
+            "budget": {"tokens": 1_000_000},
+            "sampling": {"max_tokens": pool.problem.max_tokens},
+        }
+        if setting.get("uses_verifier"):
+            body["verifier"] = {"name": setting.get("verifier", "judge")}
+        async with gate:
+            result = await post(client, body)
+        return answers_equal(result["answer"], pool.problem.answer, SPEC), float(result["usage"]["eflops"])
+
+    return list(await asyncio.gather(*(one(pool) for pool in pools)))
+
+
+def setting_label(setting: dict[str, Any]) -> str:
+    params = ",".join(f"{key}={value}" for key, value in sorted(setting.get("params", {}).items()))
+    return f"{setting['strategy']}[{params}]"
+
+
 async def fit_grid(
     url: str, pools: list[Pool], grid: list[dict[str, Any]], concurrency: int, replays: int, seed: int
 ) -> dict[str, dict[str, Any]]:
-    """Profiles of other strategies: run each setting on every fit problem; accuracy per probe outcome."""
+    """Profiles of other strategies: run each setting on every fit problem; accuracy per probe outcome, cost
+    in units of one sample of the same problem."""
     rng = random.Random(seed)
     weights = [signature_weights(pool, replays, rng) for pool in pools]
     profiles: dict[str, dict[str, Any]] = {}
@@ -302,43 +330,39 @@ async def fit_grid(
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         for setting in grid:
             name = setting["strategy"]
-
-            async def one(pool: Pool, setting: dict[str, Any] = setting) -> tuple[bool, float]:
-                body: dict[str, Any] = {
-                    "prompt": pool.problem.question,
-                    "strategy": setting["strategy"],
-                    "params": setting.get("params", {}),
-                    "budget": {"tokens": 1_000_000},
-                    "sampling": {"max_tokens": pool.problem.max_tokens},
-                }
-                if setting.get("uses_verifier"):
-                    body["verifier"] = {"name": setting.get("verifier", "judge")}
-                async with gate:
-                    result = await post(client, body)
-                ok = answers_equal(result["answer"], pool.problem.answer, SPEC)
-                one_sample = pool.sample_eflops / max(len(pool.tokens), 1)
-                return ok, result["usage"]["eflops"] / max(one_sample, 1.0)
-
-            outcomes = await asyncio.gather(*(one(pool) for pool in pools))
+            outcomes = await run_setting(client, pools, setting, gate)
             accuracy = []
             for m in range(PROBE + 1):
                 mass = sum(w[m] for w in weights)
                 hits = sum(w[m] * ok for w, (ok, _) in zip(weights, outcomes, strict=True))
                 accuracy.append(round(hits / mass, 4) if mass > 0 else 0.0)
-            units = sum(cost for _, cost in outcomes) / len(outcomes)
+            units = [
+                eflops / max(pool.sample_eflops / max(len(pool.tokens), 1), 1.0)
+                for pool, (_, eflops) in zip(pools, outcomes, strict=True)
+            ]
+            mean_units = sum(units) / len(units)
             profile = profiles.setdefault(
-                name, {"strategy": name, "probe_size": PROBE, "problems": len(pools), "bins": [], "plans": []}
+                name,
+                {
+                    "strategy": name,
+                    "probe_size": PROBE,
+                    "fitted_on": f"{len(pools)} problems, one run of each setting, {replays} probe replays each",
+                    "problems": len(pools),
+                    "bins": [],
+                    "plans": [],
+                },
             )
             profile["plans"].append(
                 {
                     "params": setting.get("params", {}),
                     "uses_verifier": bool(setting.get("uses_verifier")),
-                    "cost_units": round(units, 3),
+                    "cost_units": round(mean_units, 3),
                     "accuracy": accuracy,
                 }
             )
             print(
-                f"  {name} {setting.get('params', {})}: cost {units:.1f} samples, accuracy by probe {accuracy}"
+                f"  {setting_label(setting)}: cost {mean_units:.1f} samples, accuracy by probe {accuracy}",
+                flush=True,
             )
     return profiles
 
@@ -362,7 +386,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=16, help="samples per problem")
     parser.add_argument("--replays", type=int, default=40, help="random probe orders per problem")
     parser.add_argument("--no-judge", action="store_true", help="do not score samples with the judge")
-    parser.add_argument("--grid", type=Path, help="JSON list of other strategy settings to profile")
+    parser.add_argument(
+        "--grid",
+        type=str,
+        default=str(ROOT / "loadtests" / "profile_grid.json"),
+        help="JSON list of other strategy settings to profile (tree searches, revision); '' for best-of-N only",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=PROFILE_DIR, help="where the profile files go")
@@ -386,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / "best_of_n.json").write_text(json.dumps(profile, indent=1) + "\n")
         written = ["best_of_n"]
         if args.grid:
-            grid = json.loads(args.grid.read_text())
+            grid = json.loads(Path(args.grid).read_text())
             others = asyncio.run(fit_grid(url, pools, grid, args.concurrency, args.replays, args.seed))
             for name, data in others.items():
                 (args.out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
