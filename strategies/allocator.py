@@ -149,7 +149,10 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     probe: list[Candidate] = []
     probe_seconds = 0.0
     observations: list[tuple[int, int, float, float]] = []
-    if prior is not None and prior.confident:
+    # Skip the probe only when the budget can pay a full-length sample: under a tighter cap no plan of whole
+    # samples fits, and the probe (which shortens its samples to fit) is the only way to answer at all.
+    full_sample_fits = budget.fit(prompt_tokens, 1, task.sampling.max_tokens)[1] == task.sampling.max_tokens
+    if prior is not None and prior.confident and full_sample_fits:
         estimate = difficulty.from_prior(prior.alpha, prior.beta, prior.neighbours)
         expected_tokens = prior.tokens or task.sampling.max_tokens / 2
     else:
