@@ -138,6 +138,7 @@ async def run_auto(
             "budget": {"eflops": cap},
             "params": {"family": FAMILY, "memory": memory, "remember": remember},
             "sampling": {"max_tokens": problem.max_tokens},
+            "return_candidates": True,
         }
         if judge:
             body["verifier"] = {"name": "judge"}
@@ -154,6 +155,8 @@ async def run_auto(
             "chosen": allocation["chosen"]["strategy"] + str(allocation["chosen"]["params"]),
             "p": allocation["difficulty"]["p"],
             "skipped_probe": allocation["difficulty"]["probe_samples"] == 0,
+            "probe_samples": allocation["difficulty"]["probe_samples"],
+            "samples": len(result.get("candidates") or []),
             "predicted_eflops": allocation["cost"]["predicted_eflops"],
             "predicted_seconds": allocation["cost"]["predicted_seconds"],
             "spent_seconds": allocation["cost"]["spent_seconds"],
