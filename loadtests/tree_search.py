@@ -160,11 +160,13 @@ def summarize(batch: Batch) -> dict[str, Any]:
     minutes = batch.wall_seconds / 60
     by_dataset = {}
     for dataset in sorted({outcome.dataset for outcome in batch.outcomes}):
-        part = [(outcome, kv) for outcome, kv in zip(done, avg_kv, strict=True) if outcome.dataset == dataset]
+        # Like the totals: a failed request counts as wrong, and only answered ones have a tree to measure.
+        outcomes = [outcome for outcome in batch.outcomes if outcome.dataset == dataset]
+        kv = [value for outcome, value in zip(done, avg_kv, strict=True) if outcome.dataset == dataset]
         by_dataset[dataset] = {
-            "problems": len(part),
-            "accuracy": round(mean([float(outcome.correct) for outcome, _ in part]), 4),
-            "avg_kv_tokens": round(mean([kv for _, kv in part]), 1),
+            "problems": len(outcomes),
+            "accuracy": round(mean([float(outcome.correct) for outcome in outcomes]), 4),
+            "avg_kv_tokens": round(mean(kv), 1),
         }
     return {
         "method": batch.method,

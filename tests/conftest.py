@@ -19,15 +19,20 @@ STARTUP_SECONDS = 600
 
 
 def start_service(
-    tmp: Path, *args: str, env: dict[str, str] | None = None
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+    timeout: float = STARTUP_SECONDS,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """A `python -m service` process on a free port, ready; returns its base URL and the process."""
+    """A `python -m service` process on a free port, answering 200 on `ready_path`; returns its base URL and
+    the process."""
     port = free_port()
     log = tmp / f"service-{port}.log"
     process = start_process([sys.executable, "-m", "service", "--port", str(port), *args], log, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, "/readyz", timeout=STARTUP_SECONDS, log_path=log)
+        wait_ready(url, process, ready_path, timeout=timeout, log_path=log)
     except Exception:
         stop(process)
         raise

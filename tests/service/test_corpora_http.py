@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.harness import free_port, start_process, stop, wait_ready
+from loadtests.harness import stop
+from tests.conftest import start_service
 
 
 def unique(prefix: str = "t") -> str:
@@ -26,16 +26,7 @@ ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
 
 def start_light_service(tmp: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
     """A service process without an engine (remote engine on a dead port): corpora only, starts in seconds."""
-    port = free_port()
-    log = tmp / f"light-{port}.log"
-    process = start_process([sys.executable, "-m", "service", "--port", str(port), *ENGINELESS], log, env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, "/healthz", timeout=120, log_path=log)
-    except Exception:
-        stop(process)
-        raise
-    return url, process
+    return start_service(tmp, *ENGINELESS, env=env, ready_path="/healthz", timeout=120)
 
 
 @pytest.fixture
