@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from service.corpora import CorpusStore
 from service.cost import load_hardware
+from service.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
 from service.engine import Engine, SamplingSpec, generate
 from service.errors import install_error_handlers
 from service.model_files import resolve_model
@@ -51,6 +52,7 @@ async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
             await generate(
                 engine, engine.render_chat([{"role": "user", "content": "Hi"}]), SamplingSpec(max_tokens=4)
             )
+            await warm_embeddings()
     except Exception as exc:
         logger.exception("engine failed to start")
         state.failure = repr(exc)
@@ -62,6 +64,14 @@ async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
     logger.info(
         "engine ready: %s (hardware %s, I = %.1f)", engine.model_name, hardware.name, hardware.intensity
     )
+
+
+async def warm_embeddings() -> None:
+    """Load the embedding model that auto (the default strategy) and ETS use, so no request pays its load."""
+    try:
+        await embedder(DEFAULT_EMBEDDING_MODEL).encode(["warm-up"])
+    except Exception as exc:  # auto works without its memory; ETS and corpora will say what is wrong
+        logger.warning("could not preload the embedding model: %r", exc)
 
 
 async def warm_corpora(store: CorpusStore) -> None:

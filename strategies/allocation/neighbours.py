@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from redis.asyncio import Redis
 
-from service.corpora import DEFAULT_EMBEDDING_MODEL, Embedder
+from service.embeddings import embedder
 from strategies.allocation import store
 
 logger = logging.getLogger(__name__)
@@ -49,11 +48,6 @@ class Prior:
     @property
     def p(self) -> float:
         return self.alpha / (self.alpha + self.beta)
-
-
-@lru_cache(maxsize=1)
-def embedder() -> Embedder:
-    return Embedder(DEFAULT_EMBEDDING_MODEL)
 
 
 async def embed(question: str) -> list[float]:
