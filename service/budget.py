@@ -36,6 +36,7 @@ class Spend:
     cached_prompt_tokens: int = 0
     engine_requests: int = 0
     verifier_requests: int = 0
+    reward_model_tokens: int = 0
     eflops: float = 0.0
     peak_kv_tokens: int = 0
     seconds: float = 0.0

@@ -181,6 +181,11 @@ class Usage(BaseModel):
     )
     engine_requests: int = Field(..., description="Engine calls made for samples.")
     verifier_requests: int = Field(..., description="Engine calls made by the verifier.")
+    reward_model_tokens: int = Field(
+        0,
+        description="Tokens a reward-model verifier read on its own server (another model: not in "
+        "prompt_tokens, eflops or the budget's caps).",
+    )
     eflops: float = Field(..., description="Equivalent FLOPs spent (Kinetics cost model).")
     peak_kv_tokens: int = Field(..., description="Most distinct tokens the request held in KV cache at once.")
     seconds: float = Field(..., description="Wall-clock seconds of the request.")

@@ -44,6 +44,7 @@ class Solved:
             cached_prompt_tokens=spend.cached_prompt_tokens,
             engine_requests=spend.engine_requests,
             verifier_requests=spend.verifier_requests,
+            reward_model_tokens=spend.reward_model_tokens,
             eflops=spend.eflops,
             peak_kv_tokens=spend.peak_kv_tokens,
             seconds=round(spend.seconds, 4),

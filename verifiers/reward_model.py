@@ -68,9 +68,11 @@ class RewardModelVerifier:
         except ValueError as error:
             raise EngineUnavailable(f"The reward model at {self.base} sent no JSON for {path}.") from error
 
-    def _count_call(self) -> None:
+    def _count_call(self, inputs: list[list[int]]) -> None:
+        """Report the call in `usage`; its tokens run on the reward model's server, so no cap applies."""
         if self.budget is not None:
             self.budget.spend.verifier_requests += 1
+            self.budget.spend.reward_model_tokens += sum(len(ids) for ids in inputs)
 
     async def _render(self, http: httpx.AsyncClient, question: str, steps: Sequence[str]) -> list[int]:
         """Token ids of the conversation, each step followed by the separator in PRM mode."""
@@ -104,7 +106,7 @@ class RewardModelVerifier:
         separator = await self._separator_id(http)
         body = {"model": self.options.model, "input": inputs, "task": "token_classify"}
         result = await self._post(http, "/pooling", body)
-        self._count_call()
+        self._count_call(inputs)
         scores: list[list[float]] = []
         for ids, item in zip(inputs, sorted(result["data"], key=lambda row: row["index"]), strict=True):
             rows = item["data"]
@@ -120,7 +122,7 @@ class RewardModelVerifier:
 
     async def _orm_scores(self, http: httpx.AsyncClient, inputs: list[list[int]]) -> list[float]:
         result = await self._post(http, "/classify", {"model": self.options.model, "input": inputs})
-        self._count_call()
+        self._count_call(inputs)
         return [
             probability_of_correct(row["probs"]) for row in sorted(result["data"], key=lambda r: r["index"])
         ]

@@ -174,6 +174,7 @@ def test_reward_model_verifier_through_the_service(client: httpx.Client, pooling
     body = response.json()
     assert all(0.0 <= candidate["score"] <= 1.0 for candidate in body["candidates"])
     assert body["usage"]["verifier_requests"] == 1  # one /pooling call for both candidates
+    assert body["usage"]["reward_model_tokens"] > body["usage"]["completion_tokens"]  # question + 2 answers
 
 
 def test_orm_scores_each_candidate_through_classify(pooling_servers: PoolingServers) -> None:
