@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -82,6 +83,20 @@ async def warm_corpora(store: CorpusStore) -> None:
         logger.warning("could not preload corpora: %r", exc)
 
 
+def stop_child_processes(grace_seconds: float = 5.0) -> None:
+    """Stop this process's children (vLLM's EngineCore), which would otherwise outlive us holding their cores."""
+    children = multiprocessing.active_children()
+    for child in children:
+        logger.warning(
+            "stopping %s (pid %s), started by the engine that was still loading", child.name, child.pid
+        )
+        child.terminate()
+    for child in children:
+        child.join(grace_seconds)
+        if child.is_alive():
+            child.kill()
+
+
 def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
     state = ServiceState(settings)
 
@@ -107,6 +122,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             loader.cancel()
             if state.engine is not None:
                 await state.engine.close()
+            else:  # stopped while loading: the engine's processes have started, but we hold no handle on them
+                await asyncio.to_thread(stop_child_processes)
 
     app = FastAPI(
         title="Test-time compute service",
