@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,8 +30,8 @@ from service.errors import BudgetExhausted
 from strategies import rag
 from strategies.allocation import costs, difficulty, neighbours, store
 from strategies.allocation.costs import CallShape, SecondsModel
-from strategies.allocation.decide import Decision, decide
-from strategies.allocation.plans import Caps, Plan, Situation, candidate_plans
+from strategies.allocation.decide import Decision, ProbeChoice, decide, value_of_probe
+from strategies.allocation.plans import Caps, Plan, Situation, abstain_plan, best_of_n_plans, candidate_plans
 from strategies.allocation.profiles import load_profiles
 from strategies.base import Candidate, Result, Task, parse_params
 from strategies.best_of_n import sample_candidates
@@ -48,6 +48,11 @@ class AutoParams(BaseModel):
 
     probe_samples: int = Field(
         4, ge=1, le=16, description="Samples of the difficulty probe (they join the vote)."
+    )
+    probe: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: probe only when what the probe is expected to reveal is worth its cost (else one "
+        "best-of-N call); always: probe first whenever the budget allows.",
     )
     false_positive_penalty: float = Field(
         0.0, ge=0, le=100, description="Cost of a wrong answer that is given (abstaining is worth 0)."
@@ -146,65 +151,97 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
             and calibration.source != "default"
             and (calibration.completeness + calibration.soundness - 1.0 >= 0.3)
         )
+    allowed = set(params.strategies) if params.strategies is not None else None
+
+    def situation_for(
+        estimate: difficulty.Difficulty, probe_samples: int, expected_tokens: float
+    ) -> Situation:
+        verifier_call = None
+        if verifier is not None:
+            solution = int(expected_tokens)
+            verifier_call = CallShape(prompt_tokens + solution + JUDGE_PROMPT_OVERHEAD, 1, 1.0, 1)
+        return Situation(
+            prompt_tokens=prompt_tokens,
+            max_tokens=task.sampling.max_tokens,
+            expected_tokens=expected_tokens,
+            probe_samples=probe_samples,
+            signature=estimate.signature,
+            mixture=estimate.mixture,
+            wrong_shares=estimate.wrong_shares,
+            verifier=verifier.name if verifier is not None else None,
+            calibration=calibration,
+            verifier_call=verifier_call,
+            probe_scored=verifier is not None and bool(score_probe),
+            false_positive_penalty=params.false_positive_penalty,
+            cost_weight=params.cost_weight,
+            shape=budget.shape,
+            hardware=budget.hardware,
+            count_weight_loading=budget.count_weight_loading,
+            seconds_model=model,
+            caps=caps_of(budget),
+            budget_scale=budget_scale(budget, prompt_tokens, task.sampling.max_tokens),
+            max_samples=min(params.max_samples, task.settings.max_samples),
+            profiles=profiles,
+        )
+
     probe: list[Candidate] = []
     probe_seconds = 0.0
+    probe_choice: ProbeChoice | None = None
     observations: list[tuple[int, int, float, float]] = []
     # Skip the probe only when the budget can pay a full-length sample: under a tighter cap no plan of whole
     # samples fits, and the probe (which shortens its samples to fit) is the only way to answer at all.
     full_sample_fits = budget.fit(prompt_tokens, 1, task.sampling.max_tokens)[1] == task.sampling.max_tokens
+    guessed_tokens = (prior.tokens if prior is not None else None) or task.sampling.max_tokens / 2
+    fit_set = profiles.get("best_of_n")
     if prior is not None and prior.confident and full_sample_fits:
         estimate = difficulty.from_prior(prior.alpha, prior.beta, prior.neighbours)
-        expected_tokens = prior.tokens or task.sampling.max_tokens / 2
+        expected_tokens = guessed_tokens
     else:
-        # 2. Probe.
-        probe_size, _ = budget.fit(prompt_tokens, params.probe_samples, task.sampling.max_tokens)
-        probe_size = max(probe_size, 1)
-        probe_started = time.monotonic()
-        probe = await sample_candidates(task, engine, verifier if score_probe else None, budget, probe_size)
-        probe_seconds = time.monotonic() - probe_started
-        expected_tokens = sum(c.tokens for c in probe) / max(len(probe), 1) or task.sampling.max_tokens / 2
-        observations.append((prompt_tokens, len(probe), expected_tokens, probe_seconds))
-        task.report({"event": "probe", "samples": len(probe), "answers": [c.answer for c in probe]})
-        estimate = difficulty.estimate(
-            probe,
-            profiles.get("best_of_n"),
-            calibration,
-            prior=(prior.alpha, prior.beta) if prior is not None else None,
-        )
+        if (
+            params.probe == "auto"
+            and full_sample_fits
+            and fit_set is not None
+            and fit_set.probe_size == params.probe_samples
+            and (allowed is None or "best_of_n" in allowed)
+        ):
+            base = situation_for(difficulty.population(fit_set), 0, guessed_tokens)
+            probe_choice = value_of_probe(base, fit_set, params.probe_samples, set(STRATEGIES), allowed)
+        if probe_choice is not None and not probe_choice.probe:
+            assert fit_set is not None
+            estimate = difficulty.population(fit_set)
+            expected_tokens = guessed_tokens
+        else:
+            # 2. Probe.
+            probe_size, _ = budget.fit(prompt_tokens, params.probe_samples, task.sampling.max_tokens)
+            probe_size = max(probe_size, 1)
+            probe_started = time.monotonic()
+            probe = await sample_candidates(
+                task, engine, verifier if score_probe else None, budget, probe_size
+            )
+            probe_seconds = time.monotonic() - probe_started
+            expected_tokens = (
+                sum(c.tokens for c in probe) / max(len(probe), 1) or task.sampling.max_tokens / 2
+            )
+            observations.append((prompt_tokens, len(probe), expected_tokens, probe_seconds))
+            task.report({"event": "probe", "samples": len(probe), "answers": [c.answer for c in probe]})
+            estimate = difficulty.estimate(
+                probe,
+                fit_set,
+                calibration,
+                prior=(prior.alpha, prior.beta) if prior is not None else None,
+            )
     probe_eflops = budget.spend.eflops
 
     # 3-4. Plans and decision.
-    verifier_call = None
-    if verifier is not None:
-        solution = int(expected_tokens)
-        verifier_call = CallShape(prompt_tokens + solution + JUDGE_PROMPT_OVERHEAD, 1, 1.0, 1)
-    situation = Situation(
-        prompt_tokens=prompt_tokens,
-        max_tokens=task.sampling.max_tokens,
-        expected_tokens=expected_tokens,
-        probe_samples=len(probe),
-        signature=estimate.signature,
-        mixture=estimate.mixture,
-        wrong_shares=estimate.wrong_shares,
-        verifier=verifier.name if verifier is not None else None,
-        calibration=calibration,
-        verifier_call=verifier_call,
-        probe_scored=verifier is not None and score_probe,
-        false_positive_penalty=params.false_positive_penalty,
-        cost_weight=params.cost_weight,
-        shape=budget.shape,
-        hardware=budget.hardware,
-        count_weight_loading=budget.count_weight_loading,
-        seconds_model=model,
-        caps=caps_of(budget),
-        budget_scale=0.0,
-        max_samples=min(params.max_samples, task.settings.max_samples),
-        profiles=profiles,
-    )
-    situation.budget_scale = budget_scale(budget, prompt_tokens, task.sampling.max_tokens)
-    allowed = set(params.strategies) if params.strategies is not None else None
-    plans = candidate_plans(situation, set(STRATEGIES), allowed)
+    situation = situation_for(estimate, len(probe), expected_tokens)
+    if probe_choice is not None and not probe_choice.probe:
+        # Other strategies' profiles are measured per probe outcome; without one, best-of-N in one call.
+        plans = [abstain_plan(situation), *best_of_n_plans(situation)]
+    else:
+        plans = candidate_plans(situation, set(STRATEGIES), allowed)
     decision = decide(situation, plans)
+    if probe_choice is not None:
+        decision.reason = f"{probe_choice.reason} {decision.reason}"
     chosen = decision.chosen
     task.report({"event": "allocation", "chosen": chosen.describe(), "reason": decision.reason})
 
@@ -233,6 +270,7 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         time.monotonic() - started,
         budget,
         prior,
+        probe_choice,
     )
     result.params = {"strategy": chosen.strategy, **chosen.params, "probe_samples": len(probe)}
     if params.remember and vector is not None and probe:
@@ -327,6 +365,7 @@ def allocation_report(
     total_seconds: float,
     budget: BudgetTracker,
     prior: neighbours.Prior | None,
+    probe_choice: ProbeChoice | None,
 ) -> dict[str, Any]:
     """The allocation object: what was estimated, what was chosen over what, predicted against spent."""
     chosen = decision.chosen
@@ -371,6 +410,13 @@ def allocation_report(
                 "skipped_probe": not probe,
             },
             "source": estimate.source,
+            "probe_decision": None
+            if probe_choice is None
+            else {
+                "probed": probe_choice.probe,
+                "expected_score_with_probe": round(probe_choice.expected_score_with, 4),
+                "best_score_without_probe": round(probe_choice.score_without, 4),
+            },
         },
         "verifier": verifier_part,
         "chosen": chosen.describe(),

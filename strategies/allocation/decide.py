@@ -10,9 +10,20 @@ bigger budget never lowers the chosen plan's utility (the feasible set grows and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from strategies.allocation.plans import Plan, Situation, fits
+from strategies.allocation.costs import CallShape, call_eflops, call_worst_eflops
+from strategies.allocation.difficulty import DEFAULT_WRONG_SHARES, population
+from strategies.allocation.plans import (
+    Caps,
+    Plan,
+    Situation,
+    abstain_plan,
+    best_of_n_plans,
+    candidate_plans,
+    fits,
+)
+from strategies.allocation.profiles import Profile
 
 
 @dataclass
@@ -67,3 +78,77 @@ def reason(situation: Situation, chosen: Plan, ranked: list[Plan]) -> str:
         f"Chose {chosen.strategy} {chosen.params} at estimated p = {p:.2f}: predicted accuracy "
         f"{chosen.accuracy:.2f} ({chosen.basis}); {tail}."
     )
+
+
+@dataclass
+class ProbeChoice:
+    """Whether to probe before choosing: the best plan without a probe against the expected best after one."""
+
+    probe: bool
+    without_probe: Decision  # best-of-N for the fit set's prompts at large, in one call
+    score_without: float
+    expected_score_with: float
+    reason: str
+
+
+def value_of_probe(
+    base: Situation,
+    profile: Profile,
+    probe_samples: int,
+    strategies: set[str],
+    allowed: set[str] | None,
+) -> ProbeChoice:
+    """A probe pays only when what it reveals changes the plan by more than it costs. It can cost a lot: when
+    every call reads the weights once per step (a small batch), a probe and then a second call cost more than
+    one bigger call, and an outcome that says little about p changes nothing. So: the expected score of the
+    best plan after each probe outcome the profile measured (value of information), its cost included, against
+    the best single best-of-N call for a prompt of the fit set at large."""
+    blind_difficulty = population(profile)
+    blind = replace(
+        base,
+        probe_samples=0,
+        signature=blind_difficulty.signature,
+        mixture=blind_difficulty.mixture,
+        wrong_shares=blind_difficulty.wrong_shares,
+    )
+    without = decide(blind, [abstain_plan(blind), *best_of_n_plans(blind)])
+    s = base
+    probe_call = CallShape(s.prompt_tokens, probe_samples, s.expected_tokens, s.max_tokens)
+    probe_eflops = call_eflops(s.shape, s.hardware, probe_call, s.count_weight_loading)
+    worst = call_worst_eflops(s.shape, s.hardware, probe_call, s.count_weight_loading)
+    caps = s.caps
+    after_probe = Caps(
+        None if caps.tokens is None else caps.tokens - probe_samples * s.max_tokens,
+        None if caps.eflops is None else caps.eflops - worst,
+        None if caps.seconds is None else caps.seconds - s.seconds_model.predict(probe_call),
+    )
+    total = sum(item.weight for item in profile.bins) or 1.0
+    expected = 0.0
+    for item in profile.bins:
+        seen = replace(
+            s,
+            probe_samples=probe_samples,
+            signature=item.signature,
+            mixture=list(item.p_mixture),
+            wrong_shares=list(item.wrong_shares) or list(DEFAULT_WRONG_SHARES),
+            caps=after_probe,
+        )
+        expected += (
+            item.weight / total * decide(seen, candidate_plans(seen, strategies, allowed)).chosen.score
+        )
+    scale = s.budget_scale if s.budget_scale > 0 else 1.0
+    expected -= s.cost_weight * probe_eflops / scale
+    score_without = without.chosen.score
+    probe = expected >= score_without
+    if probe:
+        text = (
+            f"Probed: the plans a {probe_samples}-sample probe leads to score {expected:.3f} in expectation, its "
+            f"cost included, against {score_without:.3f} for the best single call without one."
+        )
+    else:
+        text = (
+            f"Skipped the probe: one call without it scores {score_without:.3f}, while probing first "
+            f"(a {probe_samples}-sample call, then the plan its outcome calls for) scores {expected:.3f} in "
+            "expectation."
+        )
+    return ProbeChoice(probe, without, score_without, expected, text)

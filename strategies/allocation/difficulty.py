@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from strategies.allocation import formulas
-from strategies.allocation.profiles import Profile
+from strategies.allocation.profiles import POPULATION, Profile
 from strategies.allocation.store import VerifierCalibration
 from strategies.base import Candidate
 
@@ -100,6 +100,23 @@ def estimate(
         mixture = reweight(mixture, accepted, len(scored), calibration)
         source += f", verifier accepted {accepted}/{len(scored)}"
     return Difficulty(m, mixture, shares, source, accepted)
+
+
+def population(profile: Profile) -> Difficulty:
+    """Before any probe: p's distribution over the fit set's prompts (every probe outcome, by its weight)."""
+    total = sum(item.weight for item in profile.bins) or 1.0
+    mixture = [(item.weight / total * w, r) for item in profile.bins for w, r in item.p_mixture]
+    width = max((len(item.wrong_shares) for item in profile.bins), default=0)
+    shares = [
+        sum(item.weight / total * item.wrong_shares[i] for item in profile.bins if i < len(item.wrong_shares))
+        for i in range(width)
+    ]
+    return Difficulty(
+        POPULATION,
+        mixture,
+        shares or list(DEFAULT_WRONG_SHARES),
+        f"the fit set's prompts ({profile.source}), no probe",
+    )
 
 
 def from_prior(alpha: float, beta: float, neighbours: int) -> Difficulty:

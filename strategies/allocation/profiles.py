@@ -28,6 +28,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+POPULATION = -2  # the signature of "no probe": every probe outcome of the fit set, by its weight
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,14 @@ class Profile:
         return None
 
     def measured(self, key: str, signature: int, samples: int) -> float | None:
-        """Measured accuracy for a best-of-N style plan, interpolated in log(samples) between measured N."""
+        """Measured accuracy for a best-of-N style plan, interpolated in log(samples) between measured N;
+        for POPULATION, the bins' accuracies averaged by how often the fit set's prompts fell in each."""
+        if signature == POPULATION:
+            weighted = [(item.weight, self.measured(key, item.signature, samples)) for item in self.bins]
+            total = sum(weight for weight, _ in weighted)
+            if total <= 0 or any(value is None for weight, value in weighted if weight > 0):
+                return None
+            return sum(weight * (value or 0.0) for weight, value in weighted) / total
         item = self.bin_for(signature)
         table = item.accuracy.get(key) if item else None
         if not table:

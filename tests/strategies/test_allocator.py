@@ -178,3 +178,31 @@ def test_memory_of_past_prompts_gives_a_prior_and_then_skips_the_probe(client: h
     )
     assert len(stored) == 3
     assert json.loads(stored[0])["p"] == pytest.approx(probed[0]["p"], abs=1e-3)
+
+
+def test_auto_probes_only_when_the_probe_is_worth_its_cost(client: httpx.Client) -> None:
+    """The decision to probe is reported and kept; `probe: always` restores probing first."""
+    body: dict[str, Any] = {
+        "prompt": QUESTION,
+        "budget": {"tokens": 2000},
+        "sampling": {"max_tokens": 24},
+        "return_candidates": True,
+    }
+    fresh = {"memory": f"test-{uuid.uuid4().hex[:8]}"}  # no neighbour prior: the choice is the probe's value
+    result = solve(client, **body, params={**fresh, "cost_weight": 0})
+    allocation = result["details"]["allocation"]
+    decision = allocation["difficulty"]["probe_decision"]
+    probed = allocation["difficulty"]["probe_samples"] == 4
+    assert decision["probed"] == probed
+    with_probe, without = decision["expected_score_with_probe"], decision["best_score_without_probe"]
+    assert (with_probe >= without) == probed
+    if probed:
+        assert allocation["reason"].startswith("Probed")
+    else:
+        assert allocation["reason"].startswith("Skipped the probe")
+        assert allocation["chosen"]["strategy"] == "best_of_n"
+        assert len(result["candidates"]) == allocation["chosen"]["params"]["n"]
+        assert "no probe" in allocation["difficulty"]["source"]
+
+    always = solve(client, **body, params={**fresh, "probe": "always"})["details"]["allocation"]
+    assert always["difficulty"]["probe_decision"] is None and always["difficulty"]["probe_samples"] == 4

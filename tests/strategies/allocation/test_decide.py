@@ -6,9 +6,10 @@ import pytest
 
 from service.cost import Hardware, ModelShape
 from strategies.allocation import formulas
-from strategies.allocation.costs import CallShape, SecondsModel
-from strategies.allocation.decide import decide
+from strategies.allocation.costs import CallShape, SecondsModel, call_worst_eflops
+from strategies.allocation.decide import decide, value_of_probe
 from strategies.allocation.plans import Caps, Plan, Situation, best_of_n_plans, candidate_plans
+from strategies.allocation.profiles import POPULATION, Profile, ProfileBin
 from strategies.allocation.store import VerifierCalibration
 
 SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
@@ -114,3 +115,46 @@ def test_uncertain_difficulty_is_a_mixture() -> None:
     low = formulas.plurality_win(4, 0.05, [0.95 * 0.5, 0.95 * 0.2])
     high = formulas.plurality_win(4, 0.95, [0.05 * 0.5, 0.05 * 0.2])
     assert plan.accuracy == pytest.approx((low + high) / 2)
+
+
+def fit_set(*bins: tuple[int, float, float]) -> Profile:
+    """A best-of-N profile whose probe outcomes (signature, weight, p) each hold prompts of one p."""
+    return Profile(
+        "best_of_n",
+        4,
+        "synthetic",
+        tuple(ProfileBin(m, weight, ((1.0, p),), (0.5, 0.2)) for m, weight, p in bins),
+        (),
+    )
+
+
+def test_a_probe_that_tells_easy_from_medium_prompts_is_worth_its_cost() -> None:
+    # Half the prompts are easy (4/4 agree), half medium (2/4): after a probe, easy ones stop and medium ones
+    # get more samples; without one, every prompt gets the same N. Per-token costs: no call overhead.
+    base = replace(situation(0.7, cost_weight=0.3), count_weight_loading=False)
+    choice = value_of_probe(base, fit_set((4, 0.5, 0.97), (2, 0.5, 0.4)), 4, {"best_of_n"}, None)
+    assert choice.probe
+    assert choice.expected_score_with > choice.score_without
+
+
+def test_an_uninformative_probe_is_skipped_when_a_second_call_costs_its_weight_reads() -> None:
+    # Every probe outcome means the same p, and each call reads the weights once per step: probing first
+    # only leaves less of the cap for samples than one call of all of them.
+    cap = call_worst_eflops(SHAPE, HARDWARE, CallShape(40, 16, 12.0, 32), True)
+    base = situation(0.45, eflops_cap=cap, cost_weight=0.0)
+    choice = value_of_probe(
+        base, fit_set((1, 0.3, 0.45), (2, 0.4, 0.45), (3, 0.3, 0.45)), 4, {"best_of_n"}, None
+    )
+    assert not choice.probe
+    assert choice.without_probe.chosen.samples == 16
+    assert "Skipped the probe" in choice.reason
+
+
+def test_without_a_probe_measured_accuracy_is_the_fit_sets_average() -> None:
+    bins = (
+        ProfileBin(1, 0.75, ((1.0, 0.1),), (0.5,), {"majority": {4: 0.2, 8: 0.3}}),
+        ProfileBin(4, 0.25, ((1.0, 0.9),), (0.5,), {"majority": {4: 1.0, 8: 1.0}}),
+    )
+    profile = Profile("best_of_n", 4, "synthetic", bins, ())
+    assert profile.measured("majority", POPULATION, 4) == pytest.approx(0.75 * 0.2 + 0.25 * 1.0)
+    assert profile.measured("majority", POPULATION, 16) is None  # not measured in every bin
