@@ -124,8 +124,10 @@ async def run_auto(
     judge: bool,
     memory: str,
     remember: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`auto` for real on every report problem under an eFLOPs cap = worst case of one best-of-B call."""
+    """`auto` for real on every report problem under an eFLOPs cap = worst case of one best-of-B call;
+    `extra` adds auto params (and names the policy after them)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(client: httpx.AsyncClient, pool: Pool) -> dict[str, Any]:
@@ -136,7 +138,7 @@ async def run_auto(
         body: dict[str, Any] = {
             "prompt": problem.question,
             "budget": {"eflops": cap},
-            "params": {"family": FAMILY, "memory": memory, "remember": remember},
+            "params": {"family": FAMILY, "memory": memory, "remember": remember, **(extra or {})},
             "sampling": {"max_tokens": problem.max_tokens},
             "return_candidates": True,
         }
@@ -175,7 +177,7 @@ async def run_auto(
         stats[1] += row["correct"]
         stats[2] += row["eflops"]
     return {
-        "policy": f"auto cap=BoN{budget_n}",
+        "policy": f"auto{''.join(f' {k}={v}' for k, v in (extra or {}).items())} cap=BoN{budget_n}",
         "budget_n": budget_n,
         "accuracy": sum(r["correct"] for r in rows) / n,
         "predicted_accuracy": sum(r["predicted_accuracy"] for r in rows) / n,
@@ -209,7 +211,9 @@ def interpolate(curve: list[dict[str, Any]], eflops: float) -> float | None:
     return points[-1][1]
 
 
-def plot(fixed: list[dict[str, Any]], autos: list[dict[str, Any]], path: Path) -> None:
+def plot(
+    fixed: list[dict[str, Any]], autos: list[dict[str, Any]], always: list[dict[str, Any]], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,6 +249,14 @@ def plot(fixed: list[dict[str, Any]], autos: list[dict[str, Any]], path: Path) -
         markersize=12,
         label="auto (measured)",
     )
+    if always:
+        axes.plot(
+            [a["mean_eflops"] for a in always],
+            [a["accuracy"] for a in always],
+            marker="P",
+            markersize=9,
+            label="auto, probe always (measured)",
+        )
     axes.plot(
         [a["mean_eflops"] for a in autos],
         [a["predicted_accuracy"] for a in autos],
@@ -294,6 +306,12 @@ def main(argv: list[str] | None = None) -> None:
         dest="warm_memory",
         action="store_false",
         help="do not run auto on the fit split first (its outcomes are the neighbour prior for report prompts)",
+    )
+    parser.add_argument(
+        "--no-probe-always",
+        dest="probe_always",
+        action="store_false",
+        help="do not also run auto with probe=always at every cap (the side-by-side of the probe decision)",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--seed", type=int, default=0)
@@ -391,6 +409,25 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             print(f"auto at cap BoN{budget_n}: {time.monotonic() - t0:.0f} s")
+        # The same caps with the probe always drawn first (auto before it weighed the probe's value).
+        always = []
+        if args.probe_always:
+            for budget_n in budgets:
+                always.append(
+                    asyncio.run(
+                        run_auto(
+                            url,
+                            report_pools,
+                            budget_n,
+                            args.concurrency,
+                            cost,
+                            judge,
+                            memory,
+                            False,
+                            {"probe": "always"},
+                        )
+                    )
+                )
 
     majority = [p for p in fixed if p["rule"] == "majority"]
     weighted = [p for p in fixed if p["rule"] == "weighted"]
@@ -440,12 +477,32 @@ def main(argv: list[str] | None = None) -> None:
             f"  max spend/cap {a['max_spend_over_cap']:.3f}  choices {a['choices']}"
         )
         print(f"{'':34} by family {a['by_family']}")
+    probe_always = []
+    for a, b in zip(autos, always, strict=False):
+        at_majority = interpolate(majority, b["mean_eflops"])
+        probe_always.append(
+            {
+                "budget": f"BoN{b['budget_n']}",
+                "accuracy": round(b["accuracy"], 4),
+                "mean_eflops": b["mean_eflops"],
+                "gain_vs_bon_majority": None
+                if at_majority is None
+                else round(b["accuracy"] - at_majority, 4),
+                "skipped_probe": b["skipped_probe"],
+                "auto_minus_probe_always_accuracy": round(a["accuracy"] - b["accuracy"], 4),
+                "auto_over_probe_always_eflops": round(a["mean_eflops"] / b["mean_eflops"], 4),
+            }
+        )
+        print(
+            f"{b['policy']:34} {b['accuracy']:9.3f} {b['mean_eflops']:12.4g}  predicted {b['predicted_accuracy']:.3f}"
+            f"  choices {b['choices']}"
+        )
     reach = [a for a in autos if a["accuracy"] >= best_bon["accuracy"]]
     reach_ratio = min(a["mean_eflops"] for a in reach) / best_bon["mean_eflops"] if reach else None
     gains = [c["gain_vs_bon_majority"] for c in comparisons if c["gain_vs_bon_majority"] is not None]
     errors = [c["prediction_error"] for c in comparisons]
     png = RESULTS / "accuracy_vs_eflops.png"
-    plot(fixed, autos, png)
+    plot(fixed, autos, always, png)
     summary = {
         "benchmark": "allocator",
         "problems": {"fit": len(fit_pools), "report": len(report_pools)},
@@ -464,6 +521,7 @@ def main(argv: list[str] | None = None) -> None:
             "mean_eflops": best_bon["mean_eflops"],
         },
         "comparisons": comparisons,
+        "probe_always": probe_always,
         "mean_gain_vs_bon_majority": round(sum(gains) / len(gains), 4) if gains else None,
         "auto_eflops_to_reach_best_of_n": None if reach_ratio is None else round(reach_ratio, 4),
         "mean_prediction_error": round(sum(errors) / len(errors), 4),
@@ -477,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.monotonic() - started, 1),
     }
     (RESULTS / "auto_requests.json").write_text(
-        json.dumps({a["policy"]: a["rows"] for a in autos}, indent=1) + "\n"
+        json.dumps({a["policy"]: a["rows"] for a in autos + always}, indent=1) + "\n"
     )
     print_result(summary)
 
