@@ -1,6 +1,8 @@
 """Auto: choose the strategy and its parameters per prompt, from a probe, a cost model and the verifier's ceiling.
 
-1. Probe: k samples of the prompt (they join the final vote), scored by the verifier if there is one.
+1. Probe: k samples of the prompt (they join the final vote), scored by the verifier if there is one; drawn
+   only when its expected value beats one best-of-N call without it (allocation/decide.py, value_of_probe),
+   and skipped when similar past prompts already say how hard the prompt is.
 2. Difficulty: the distribution of the per-sample success rate p given the probe (strategies/allocation).
 3. Plans: every registered strategy with a plan builder or a measured profile, at every size the budget
    allows, each with predicted accuracy (closed forms or measured profiles) and predicted cost (Kinetics eFLOPs
