@@ -242,21 +242,15 @@ def plot(
         )
         for p in others:
             axes.annotate(p["policy"], (p["mean_eflops"], p["accuracy"]), fontsize=6)
-    axes.plot(
-        [a["mean_eflops"] for a in autos],
-        [a["accuracy"] for a in autos],
-        marker="*",
-        markersize=12,
-        label="auto (measured)",
-    )
-    if always:
-        axes.plot(
-            [a["mean_eflops"] for a in always],
-            [a["accuracy"] for a in always],
-            marker="P",
-            markersize=9,
-            label="auto, probe always (measured)",
-        )
+    for series, marker, label in ((autos, "*", "auto"), (always, "P", "auto, probe always")):
+        if series:
+            axes.plot(
+                [a["mean_eflops"] for a in series],
+                [a["accuracy"] for a in series],
+                marker=marker,
+                markersize=11,
+                label=f"{label} (measured)",
+            )
     axes.plot(
         [a["mean_eflops"] for a in autos],
         [a["predicted_accuracy"] for a in autos],
