@@ -33,7 +33,7 @@ from strategies import rag
 from strategies.allocation import costs, difficulty, neighbours, store
 from strategies.allocation.costs import CallShape, SecondsModel
 from strategies.allocation.decide import Decision, ProbeChoice, decide, value_of_probe
-from strategies.allocation.plans import Caps, Plan, Situation, abstain_plan, best_of_n_plans, candidate_plans
+from strategies.allocation.plans import Caps, Plan, Situation, candidate_plans
 from strategies.allocation.profiles import load_profiles
 from strategies.base import Candidate, Result, Task, parse_params
 from strategies.best_of_n import sample_candidates
@@ -206,12 +206,16 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
             and fit_set.probe_size == params.probe_samples
             and (allowed is None or "best_of_n" in allowed)
         ):
-            base = situation_for(difficulty.population(fit_set), 0, guessed_tokens)
-            probe_choice = value_of_probe(base, fit_set, params.probe_samples, set(STRATEGIES), allowed)
+            blind = difficulty.population(fit_set)
+            probe_choice = value_of_probe(
+                situation_for(blind, 0, guessed_tokens),
+                fit_set,
+                params.probe_samples,
+                set(STRATEGIES),
+                allowed,
+            )
         if probe_choice is not None and not probe_choice.probe:
-            assert fit_set is not None
-            estimate = difficulty.population(fit_set)
-            expected_tokens = guessed_tokens
+            estimate, expected_tokens = blind, guessed_tokens
         else:
             # 2. Probe.
             probe_size, _ = budget.fit(prompt_tokens, params.probe_samples, task.sampling.max_tokens)
@@ -235,13 +239,13 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     probe_eflops = budget.spend.eflops
 
     # 3-4. Plans and decision.
-    situation = situation_for(estimate, len(probe), expected_tokens)
     if probe_choice is not None and not probe_choice.probe:
-        # Other strategies' profiles are measured per probe outcome; without one, best-of-N in one call.
-        plans = [abstain_plan(situation), *best_of_n_plans(situation)]
+        # Decided already, before any sample: best-of-N in one call (other strategies' profiles are measured
+        # per probe outcome). Nothing was spent since, so the budget left is the same.
+        situation, decision = probe_choice.blind, probe_choice.without_probe
     else:
-        plans = candidate_plans(situation, set(STRATEGIES), allowed)
-    decision = decide(situation, plans)
+        situation = situation_for(estimate, len(probe), expected_tokens)
+        decision = decide(situation, candidate_plans(situation, set(STRATEGIES), allowed))
     if probe_choice is not None:
         decision.reason = f"{probe_choice.reason} {decision.reason}"
     chosen = decision.chosen
@@ -279,7 +283,7 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         # What the probe measured, as p (through the profile's map from agreement to success rate): the raw
         # agreement share would tell later prompts that a model which agrees on a wrong answer is right.
         # Without a probe there is nothing new to remember.
-        measured = difficulty.estimate(probe, profiles.get("best_of_n"), calibration).p  # no prior: no echo
+        measured = difficulty.estimate(probe, fit_set, calibration).p  # no prior: no echo
         await neighbours.remember(task.redis, params.memory, vector, measured, expected_tokens)
     return result
 

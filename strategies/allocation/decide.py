@@ -85,7 +85,8 @@ class ProbeChoice:
     """Whether to probe before choosing: the best plan without a probe against the expected best after one."""
 
     probe: bool
-    without_probe: Decision  # best-of-N for the fit set's prompts at large, in one call
+    blind: Situation  # the prompt as the fit set at large, before any sample
+    without_probe: Decision  # best-of-N for it, in one call
     score_without: float
     expected_score_with: float
     reason: str
@@ -151,4 +152,4 @@ def value_of_probe(
             f"(a {probe_samples}-sample call, then the plan its outcome calls for) scores {expected:.3f} in "
             "expectation."
         )
-    return ProbeChoice(probe, without, score_without, expected, text)
+    return ProbeChoice(probe, blind, without, score_without, expected, text)
