@@ -23,7 +23,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
 fi
 
 # Convert the embedded model once (cached in ~/.cache/ttc-service, outside the repo).
-.venv/bin/python -m service.model_files >/dev/null
+.venv/bin/python -m service.runtime.model_files >/dev/null
 
 # A Redis on 127.0.0.1:6379 (project machines run one; start one if it is down). Nothing is kept on disk.
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then

@@ -51,9 +51,10 @@ from loadtests.fit_profiles import (
     problem_set,
     run_setting,
     setting_label,
+    solve_body,
 )
 from loadtests.harness import ROOT, print_result, running_service
-from service.cost import worst_case_eflops
+from service.runtime.cost import worst_case_eflops
 from verifiers.answers import answers_equal
 
 RESULTS = ROOT / "loadtests" / "results" / "allocator"
@@ -135,15 +136,13 @@ async def run_auto(
         cap = worst_case_eflops(
             cost.shape, cost.hardware, pool.prompt_tokens, budget_n, problem.max_tokens, cost.weights
         )
-        body: dict[str, Any] = {
-            "prompt": problem.question,
-            "budget": {"eflops": cap},
-            "params": {"family": FAMILY, "memory": memory, "remember": remember, **(extra or {})},
-            "sampling": {"max_tokens": problem.max_tokens},
-            "return_candidates": True,
-        }
-        if judge:
-            body["verifier"] = {"name": "judge"}
+        body = solve_body(
+            problem,
+            {"eflops": cap},
+            {"family": FAMILY, "memory": memory, "remember": remember, **(extra or {})},
+            verifier="judge" if judge else None,
+            return_candidates=True,
+        )
         async with gate:
             result = await post(client, body)
         allocation = result["details"]["allocation"]
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         print("note: with --url the service uses its own profiles, not the one fitted here")
     started = time.monotonic()
     env = {"TTC_ALLOCATOR_PROFILE_DIR": str(profile_dir)}
-    with running_service(args.url, RESULTS / "service.log", env) as url:
+    with running_service(args.url, RESULTS, env) as url:
         cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
         tokenizer = load_tokenizer(args.model_dir)
         fit = problem_set(args.per_family, args.gsm8k, args.seed, "fit")

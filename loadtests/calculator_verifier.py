@@ -192,7 +192,7 @@ def main() -> None:
         args.arithmetic, rng, args.arithmetic_tokens, args.operations
     ) + gsm8k_questions(args.gsm8k, rng, args.gsm8k_tokens)
     started = time.monotonic()
-    with running_service(args.url, RESULTS / "service.log") as url:
+    with running_service(args.url, RESULTS) as url:
         print(f"sampling {len(questions)} questions x {args.samples} from {url} ...", flush=True)
         solutions = asyncio.run(
             collect(url, questions, args.samples, args.seed, args.temperature, args.parallel)

@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with running_service(args.url, args.out / "service.log") as url:
+    with running_service(args.url, args.out) as url:
         started = time.perf_counter()
         result = asyncio.run(calibrate(url, args))
         seconds = time.perf_counter() - started

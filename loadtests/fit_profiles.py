@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from loadtests.harness import ROOT, print_result, running_service
-from service.cost import Hardware, ModelShape, generation_eflops
+from service.runtime.cost import Hardware, ModelShape, generation_eflops
 from strategies.allocation.profiles import PROFILE_DIR
 from strategies.base import Candidate
 from strategies.selection import Selection, select
@@ -131,6 +131,30 @@ class CostModel:
         return generation_eflops(self.shape, self.hardware, prompt_tokens, 0, lengths, self.weights)
 
 
+def solve_body(
+    problem: Problem,
+    budget: dict[str, float],
+    params: dict[str, Any],
+    strategy: str | None = None,
+    verifier: str | None = None,
+    return_candidates: bool = False,
+) -> dict[str, Any]:
+    """The `/v1/solve` body every benchmark here sends for one problem (`strategy` None: the service's default)."""
+    body: dict[str, Any] = {
+        "prompt": problem.question,
+        "budget": budget,
+        "params": params,
+        "sampling": {"max_tokens": problem.max_tokens},
+    }
+    if strategy is not None:
+        body["strategy"] = strategy
+    if verifier is not None:
+        body["verifier"] = {"name": verifier}
+    if return_candidates:
+        body["return_candidates"] = True
+    return body
+
+
 async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     for attempt in range(3):
         response = await client.post("/v1/solve", json=body)
@@ -164,16 +188,14 @@ async def collect_pools(
 
     async def one(client: httpx.AsyncClient, problem: Problem) -> Pool:
         nonlocal done
-        body: dict[str, Any] = {
-            "prompt": problem.question,
-            "strategy": "best_of_n",
-            "params": {"n": pool, "selection": "weighted" if judge else "majority"},
-            "budget": {"tokens": 1_000_000},
-            "sampling": {"max_tokens": problem.max_tokens},
-            "return_candidates": True,
-        }
-        if judge:
-            body["verifier"] = {"name": "judge"}
+        body = solve_body(
+            problem,
+            {"tokens": 1_000_000},
+            {"n": pool, "selection": "weighted" if judge else "majority"},
+            strategy="best_of_n",
+            verifier="judge" if judge else None,
+            return_candidates=True,
+        )
         async with gate:
             result = await post(client, body)
         candidates = result["candidates"]
@@ -297,15 +319,13 @@ async def run_setting(
     """One strategy setting of a grid on every problem: (correct, eFLOPs spent) per problem."""
 
     async def one(pool: Pool) -> tuple[bool, float]:
-        body: dict[str, Any] = {
-            "prompt": pool.problem.question,
-            "strategy": setting["strategy"],
-            "params": setting.get("params", {}),
-            "budget": {"tokens": 1_000_000},
-            "sampling": {"max_tokens": pool.problem.max_tokens},
-        }
-        if setting.get("uses_verifier"):
-            body["verifier"] = {"name": setting.get("verifier", "judge")}
+        body = solve_body(
+            pool.problem,
+            {"tokens": 1_000_000},
+            setting.get("params", {}),
+            strategy=setting["strategy"],
+            verifier=setting.get("verifier", "judge") if setting.get("uses_verifier") else None,
+        )
         async with gate:
             result = await post(client, body)
         return answers_equal(result["answer"], pool.problem.answer, SPEC), float(result["usage"]["eflops"])
@@ -402,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.per_family, args.gsm8k, args.pool, args.replays = 6, 4, 8, 10
-    with running_service(args.url, RESULTS / "service.log") as url:
+    with running_service(args.url, RESULTS) as url:
         cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
         tokenizer = load_tokenizer(args.model_dir)
         problems = problem_set(args.per_family, args.gsm8k, args.seed, "fit")

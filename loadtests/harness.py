@@ -51,9 +51,31 @@ def start_process(
 def start_service(
     port: int, log_path: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """`python -m service --port PORT --log-level warning ARGS`, with `env` over our environment."""
-    command = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning", *args]
+    """`python -m service --port PORT ARGS`, with `env` over our environment."""
+    command = [sys.executable, "-m", "service", "--port", str(port), *args]
     return start_process(command, log_path, env)
+
+
+def start_ready_service(
+    log_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+    timeout: float = 900.0,
+    port: int | None = None,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A `python -m service` process (on `port` or a free one) answering 200 on `ready_path`, its log in
+    `log_dir`; returns its base URL and the process, which is stopped again if it never gets ready."""
+    port = free_port() if port is None else port
+    log_path = log_dir / f"service-{port}.log"
+    process = start_service(port, log_path, env, args)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, ready_path, timeout=timeout, log_path=log_path)
+    except BaseException:
+        stop(process)
+        raise
+    return url, process
 
 
 def log_tail(log_path: Path | None, lines: int = 20) -> str:
@@ -113,7 +135,7 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def running_service(
     url: str | None,
-    log_path: Path,
+    log_dir: Path,
     env: dict[str, str] | None = None,
     args: Sequence[str] = (),
     port: int | None = None,
@@ -125,16 +147,17 @@ def running_service(
         wait_ready(url.rstrip("/"), None, path)
         yield url.rstrip("/")
         return
-    port = free_port() if port is None else port
-    url = f"http://127.0.0.1:{port}"
-    print(f"starting the service on {url} (log: {log_path}) ...", flush=True)
+    print(f"starting the service (log in {log_dir}) ...", flush=True)
     previous = signal.signal(signal.SIGTERM, interrupt)
-    process = start_service(port, log_path, env, args)
     try:
-        wait_ready(url, process, path, log_path=log_path)
-        yield url
+        started, process = start_ready_service(
+            log_dir, "--log-level", "warning", *args, env=env, ready_path=path, port=port
+        )
+        try:
+            yield started
+        finally:
+            stop(process)
     finally:
-        stop(process)
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -234,11 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"starting the service at {service_url} ...", flush=True)
         if args.service_url is None:
             service_process = start_service(
-                args.service_port, RESULTS / "service.log", {"TTC_KV_CACHE_GIB": str(args.kv_cache_gib)}
+                args.service_port,
+                RESULTS / "service.log",
+                {"TTC_KV_CACHE_GIB": str(args.kv_cache_gib)},
+                ["--log-level", "warning"],
             )
             memories["service"] = TreeMemory(service_process.pid).start()
         wait_ready(service_url, service_process, "/readyz", 600.0, RESULTS / "service.log")
-        from service.engine_vllm import ChatTokenizer
+        from service.runtime.engine_vllm import ChatTokenizer
 
         rendered = ChatTokenizer(str(args.model_dir)).render_chat([{"role": "user", "content": args.prompt}])
         with httpx.Client(timeout=httpx.Timeout(900.0)) as client:

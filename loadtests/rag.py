@@ -213,7 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.people, args.towns, args.questions = 60, 30, 16
-    with running_service(args.url, RESULTS / "service.log") as url:
+    with running_service(args.url, RESULTS) as url:
         measured = asyncio.run(measure(url, args))
     fitted = allocation(measured["rows"], save=not args.no_save and not args.quick)
     print("\nallocation model: predicted versus measured")

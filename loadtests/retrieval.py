@@ -101,7 +101,7 @@ def main() -> None:
         args.sizes, args.queries = [500, 2000], 50
     rows = []
     with (
-        running_service(args.url, RESULTS / "service.log", args=ENGINELESS, path="/healthz") as url,
+        running_service(args.url, RESULTS, args=ENGINELESS, path="/healthz") as url,
         httpx.Client(base_url=url, timeout=600) as client,
     ):
         for size in args.sizes:

@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.arithmetic, args.gsm8k, args.gsm8k_tokens = 8, 2, 384
-    with running_service(args.url, RESULTS / "service.log") as url:
+    with running_service(args.url, RESULTS) as url:
         results = asyncio.run(compare(url, args))
     print_result({"benchmark": "revision", "results": results})
 

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     draws: dict[str, list[Drawn]] = {"addition": [], "gsm8k": []}
     started = time.perf_counter()
     with (
-        running_service(args.url, RESULTS / "service.log", env, port=args.port) as url,
+        running_service(args.url, RESULTS, env, port=args.port) as url,
         httpx.Client(timeout=httpx.Timeout(1800.0)) as client,
     ):
         for index, question in enumerate(questions):

@@ -385,7 +385,7 @@ async def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with running_service(args.url, args.out / "service.log") as url:
+    with running_service(args.url, args.out) as url:
         started = time.perf_counter()
         result = asyncio.run(benchmark(url, args))
         seconds = time.perf_counter() - started

@@ -8,7 +8,7 @@ import sys
 
 import uvicorn
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 
 
 def parse_args(argv: list[str]) -> Settings:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from service.app import create_app
+    from service.api.app import create_app
 
     uvicorn.run(
         create_app(settings),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import InvalidRequest
+from service.runtime.errors import InvalidRequest
 from strategies import allocator, beam_search, best_of_n, dvts, ets, none, rag, rebase, revision
 from strategies.base import Strategy
 

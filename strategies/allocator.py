@@ -25,12 +25,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.budget import BudgetTracker
-from service.cost import worst_case_eflops
-from service.engine import Engine, count_prompt_tokens
-from service.errors import BudgetExhausted
+from service.runtime.budget import BudgetTracker
+from service.runtime.cost import worst_case_eflops
+from service.runtime.engine import Engine, count_prompt_tokens
+from service.runtime.errors import BudgetExhausted
+from service.store import allocation as store
 from strategies import rag
-from strategies.allocation import costs, difficulty, neighbours, store
+from strategies.allocation import costs, difficulty, neighbours
 from strategies.allocation.costs import CallShape, SecondsModel
 from strategies.allocation.decide import Decision, ProbeChoice, decide, value_of_probe
 from strategies.allocation.plans import Caps, Plan, Situation, candidate_plans

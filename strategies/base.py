@@ -15,10 +15,10 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from service.budget import BudgetTracker
-from service.engine import Engine, Sample, SamplingSpec
-from service.errors import InvalidRequest
-from service.settings import Settings
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine, Sample, SamplingSpec
+from service.runtime.errors import InvalidRequest
+from service.runtime.settings import Settings
 from verifiers.answers import AnswerSpec, extract_answer
 from verifiers.base import Verifier
 
@@ -26,7 +26,7 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 class Passage(Protocol):
-    """A retrieved chunk (service.corpora.Chunk)."""
+    """A retrieved chunk (service.store.corpora.Chunk)."""
 
     @property
     def title(self) -> str: ...

@@ -10,8 +10,8 @@ import math
 
 from pydantic import Field
 
-from service.budget import BudgetTracker
-from service.engine import Engine
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine
 from strategies.base import Result, Task, parse_params
 from strategies.tree import Allocation, Node, Search, TreeParams, run_search, split_evenly
 from verifiers.base import Verifier
@@ -25,8 +25,6 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     params = parse_params(BeamSearchParams, task.params)
 
     async def plan(search: Search, open_nodes: list[Node], finished: list[Node]) -> Allocation:
-        if open_nodes == [search.tree.root]:
-            return [(search.tree.root, params.width)]
         left = params.width - len(finished)
         if left <= 0:
             return []

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from service.budget import BudgetTracker
-from service.engine import Engine
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine
 from strategies.base import Result, Task, parse_params
 from strategies.tree import Allocation, Node, Search, TreeParams, run_search
 from verifiers.base import Verifier
@@ -33,8 +33,6 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
 
     async def plan(search: Search, open_nodes: list[Node], finished: list[Node]) -> Allocation:
         root = search.tree.root
-        if open_nodes == [root]:
-            return [(root, subtrees * params.beam_width)]
         depth = open_nodes[0].depth
         if depth == 1:
             assign_groups([node for node in search.tree.nodes if node.parent is root], params.beam_width)
@@ -47,4 +45,6 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
                 allocation.append((best, params.beam_width))
         return allocation
 
-    return await run_search(task, engine, verifier, budget, "dvts", params, plan)
+    return await run_search(
+        task, engine, verifier, budget, "dvts", params, plan, root_children=subtrees * params.beam_width
+    )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import pulp
 from pydantic import Field
 
-from service.budget import BudgetTracker
-from service.engine import Engine
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine
 from strategies.base import Result, Task, parse_params
 from strategies.rebase import rebase_plan
 from strategies.semantic import average_linkage_clusters, embed_async
@@ -201,8 +201,6 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     params = parse_params(ETSParams, task.params)
 
     async def plan(search: Search, open_nodes: list[Node], finished: list[Node]) -> Allocation:
-        if open_nodes == [search.tree.root]:
-            return [(search.tree.root, params.width)]
         width = params.width - len(finished)
         if width <= 0:
             return []

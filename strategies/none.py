@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from service.budget import BudgetTracker
-from service.engine import Engine
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine
 from strategies.base import Candidate, Result, Task
 from verifiers.base import Verifier
 

@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from service.budget import BudgetTracker
-from service.engine import Engine, SamplingSpec
-from service.errors import BudgetExhausted, InvalidRequest
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine, SamplingSpec
+from service.runtime.errors import BudgetExhausted, InvalidRequest
 from strategies.base import Candidate, Passage, RagContext, Result, Task
 from strategies.rag_allocation import AllocationModel, Theta, choose
 from verifiers.answers import extract_answer

@@ -21,9 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.budget import BudgetTracker
-from service.engine import Engine, count_prompt_tokens
-from service.errors import BudgetExhausted, InvalidRequest
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine, count_prompt_tokens
+from service.runtime.errors import BudgetExhausted, InvalidRequest
 from strategies.base import Candidate, Result, Task, parse_params
 from strategies.selection import Selection, select
 from verifiers.base import Verifier

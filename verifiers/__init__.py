@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from service.budget import BudgetTracker
-from service.engine import Engine
-from service.errors import InvalidRequest
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine
+from service.runtime.errors import InvalidRequest
 from verifiers.answers import AnswerSpec
 from verifiers.base import Verifier
 from verifiers.calculator import CalculatorOptions, CalculatorVerifier

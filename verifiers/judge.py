@@ -9,8 +9,8 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from service.budget import BudgetTracker
-from service.engine import Engine, SamplingSpec, TokenLogprob
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine, SamplingSpec, TokenLogprob
 
 JUDGE_INSTRUCTION = (
     "Here is a question and a proposed solution. Check the solution carefully. "

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from service.budget import BudgetTracker
-from service.engine import Engine, SamplingSpec
+from service.runtime.budget import BudgetTracker
+from service.runtime.engine import Engine, SamplingSpec
 from verifiers.judge import TOP_LOGPROBS, yes_probability
 from verifiers.steps import StepOptions, aggregate, split_steps
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl
 
-from service.budget import BudgetTracker
-from service.errors import EngineUnavailable, InvalidRequest
+from service.runtime.budget import BudgetTracker
+from service.runtime.errors import EngineUnavailable, InvalidRequest
 from verifiers.steps import StepOptions, aggregate, split_steps
 
 

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import InvalidRequest
+from service.runtime.errors import InvalidRequest
 
 Aggregate = Literal["last", "min", "product"]
 DEFAULT_DELIMITER = "\n\n"

@@ -11,19 +11,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from service.corpora import CorpusStore
-from service.cost import load_hardware
-from service.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
-from service.engine import Engine, SamplingSpec, generate
-from service.errors import install_error_handlers
-from service.model_files import resolve_model
-from service.routes_allocator import router as allocator_router
-from service.routes_corpora import router as corpora_router
-from service.routes_openai import router as openai_router
-from service.routes_ops import router as ops_router
-from service.routes_solve import router as solve_router
-from service.settings import Settings
-from service.state import ServiceState
+from service.api.errors import install_error_handlers
+from service.api.routes_allocator import router as allocator_router
+from service.api.routes_corpora import router as corpora_router
+from service.api.routes_openai import router as openai_router
+from service.api.routes_ops import router as ops_router
+from service.api.routes_solve import router as solve_router
+from service.api.state import ServiceState
+from service.runtime.cost import load_hardware
+from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
+from service.runtime.engine import Engine, SamplingSpec, generate
+from service.runtime.model_files import resolve_model
+from service.runtime.settings import Settings
+from service.store.corpora import CorpusStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ EngineFactory = Callable[[Settings, str], Engine]
 
 def build_engine(settings: Settings, model_path: str) -> Engine:
     if settings.engine == "remote":
-        from service.engine_remote import RemoteEngine
+        from service.runtime.engine_remote import RemoteEngine
 
         return RemoteEngine(settings, model_path)
-    from service.engine_vllm import InProcessEngine
+    from service.runtime.engine_vllm import InProcessEngine
 
     return InProcessEngine(settings, model_path)
 

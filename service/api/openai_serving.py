@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from service.engine import Delta, Engine, Generation, SamplingSpec, StreamState, TokenLogprob, generate
-from service.errors import InvalidRequest, ServiceError, error_body
-from service.protocol import (
+from service.api.errors import error_body
+from service.api.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIUsage,
@@ -25,8 +24,18 @@ from service.protocol import (
     TTCReport,
     new_id,
 )
-from service.solver import Solved, check_context, question_of, render, solve
-from service.state import ServiceState, cancel_on_disconnect
+from service.api.solver import Solved, check_context, question_of, render, solve
+from service.api.state import ServiceState, cancel_on_disconnect
+from service.runtime.engine import (
+    Delta,
+    Engine,
+    Generation,
+    SamplingSpec,
+    StreamState,
+    TokenLogprob,
+    generate,
+)
+from service.runtime.errors import InvalidRequest, ServiceError
 from strategies.selection import ranked
 
 Kind = Literal["chat", "text"]

@@ -14,11 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.engine import SamplingSpec, generate
-from service.errors import InvalidRequest
-from service.protocol import CalibrateVerifierRequest, EngineCalibrationRequest, VerifierCalibrationOut
-from service.state import StateDep
-from strategies.allocation import costs, store
+from service.api.protocol import CalibrateVerifierRequest, EngineCalibrationRequest, VerifierCalibrationOut
+from service.api.state import StateDep
+from service.runtime.engine import SamplingSpec, generate
+from service.runtime.errors import InvalidRequest
+from service.store import allocation as store
+from strategies.allocation import costs
 from strategies.allocation.calibrate import calibration_of, measure
 from strategies.allocation.profiles import load_profiles
 from verifiers import VERIFIER_NAMES

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from service.corpora import CorpusStore
-from service.errors import StorageUnavailable
-from service.protocol import CorpusCreate, CorpusSearch, DocumentsAdd
-from service.state import StateDep
+from service.api.protocol import CorpusCreate, CorpusSearch, DocumentsAdd
+from service.api.state import StateDep
+from service.runtime.errors import StorageUnavailable
+from service.store.corpora import CorpusStore
 
 router = APIRouter(prefix="/v1/corpora")
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.openai_serving import (
+from service.api.openai_serving import (
     PreparedCall,
     complete,
     prepare_chat,
@@ -15,8 +15,8 @@ from service.openai_serving import (
     stream_plain,
     stream_ttc,
 )
-from service.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from service.state import ServiceState, StateDep
+from service.api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from service.api.state import ServiceState, StateDep
 
 router = APIRouter(prefix="/v1")
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.errors import EngineUnavailable, error_body
-from service.state import StateDep
+from service.api.errors import error_body
+from service.api.state import StateDep
+from service.runtime.errors import EngineUnavailable
 
 router = APIRouter()
 

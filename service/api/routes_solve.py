@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.engine import SamplingSpec
-from service.errors import ServiceError, error_body
-from service.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
-from service.solver import Solved, question_of, render, solve
-from service.state import ServiceState, StateDep, cancel_on_disconnect
+from service.api.errors import error_body
+from service.api.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
+from service.api.solver import Solved, question_of, render, solve
+from service.api.state import ServiceState, StateDep, cancel_on_disconnect
+from service.runtime.engine import SamplingSpec
+from service.runtime.errors import ServiceError
+from service.store import allocation as store
 from strategies import STRATEGIES
-from strategies.allocation import store
 from verifiers import VERIFIER_NAMES
 
 router = APIRouter(prefix="/v1")

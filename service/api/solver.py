@@ -6,11 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.budget import BudgetLimits, BudgetTracker, Spend
-from service.corpora import CorpusRetriever, CorpusStore
-from service.engine import Engine, SamplingSpec, count_prompt_tokens
-from service.errors import InvalidRequest, StorageUnavailable
-from service.protocol import (
+from service.api.protocol import (
     BudgetReport,
     BudgetSpec,
     CandidateOut,
@@ -18,8 +14,12 @@ from service.protocol import (
     TTCOptions,
     Usage,
 )
-from service.settings import Settings
-from service.state import ServiceState
+from service.api.state import ServiceState
+from service.runtime.budget import BudgetLimits, BudgetTracker, Spend
+from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
+from service.runtime.errors import InvalidRequest, StorageUnavailable
+from service.runtime.settings import Settings
+from service.store.corpora import CorpusRetriever, CorpusStore
 from strategies import get_strategy
 from strategies.base import ProgressCallback, RagContext, Result, Task
 from verifiers import build_verifier

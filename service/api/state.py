@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, Request
 
-from service.cost import Hardware
-from service.engine import Engine
-from service.errors import EngineUnavailable, ServiceError
-from service.metrics import Metrics
-from service.settings import Settings
+from service.api.metrics import Metrics
+from service.runtime.cost import Hardware
+from service.runtime.engine import Engine
+from service.runtime.errors import EngineUnavailable, ServiceError
+from service.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from service.corpora import CorpusStore
+    from service.store.corpora import CorpusStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

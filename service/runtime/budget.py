@@ -12,9 +12,9 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from service.cost import Hardware, ModelShape, generation_eflops, worst_case_eflops
-from service.engine import Engine, Generation, Prompt, SamplingSpec, count_prompt_tokens, generate
-from service.errors import BudgetExhausted
+from service.runtime.cost import Hardware, ModelShape, generation_eflops, worst_case_eflops
+from service.runtime.engine import Engine, Generation, Prompt, SamplingSpec, count_prompt_tokens, generate
+from service.runtime.errors import BudgetExhausted
 
 
 @dataclass(frozen=True)

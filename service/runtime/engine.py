@@ -1,7 +1,7 @@
 """The engine interface every strategy talks to: "continue this prompt, n times".
 
-Two implementations: `service.engine_vllm.InProcessEngine` (vLLM's AsyncLLM in this process, the default)
-and `service.engine_remote.RemoteEngine` (any OpenAI-compatible server). Prompts may be text or token ids;
+Two implementations: `service.runtime.engine_vllm.InProcessEngine` (vLLM's AsyncLLM in this process, the default)
+and `service.runtime.engine_remote.RemoteEngine` (any OpenAI-compatible server). Prompts may be text or token ids;
 token ids let a search continue a node exactly, so every branch shares its prefix in the prefix cache.
 
 Cancelling the task that awaits `generate` (or iterates `stream`) aborts the work in the engine.
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.cost import ModelShape
+from service.runtime.cost import ModelShape
 
 Prompt = str | list[int]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
-from service.cost import ModelShape
-from service.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
-from service.engine_vllm import ChatTokenizer
-from service.errors import EngineUnavailable, InvalidRequest
-from service.settings import Settings
+from service.runtime.cost import ModelShape
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.runtime.engine_vllm import ChatTokenizer
+from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.cost import ModelShape
-from service.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
-from service.errors import EngineUnavailable, InvalidRequest
-from service.settings import Settings
+from service.runtime.cost import ModelShape
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -1,24 +1,15 @@
-"""Our exceptions, and the one place that turns any exception into an OpenAI-style error response.
+"""Our exceptions. service/api/errors.py is the one place that turns them (and any other exception) into an
+OpenAI-style error response.
 
 ServiceError                 500 internal_error
 ├── InvalidRequest           400 invalid_request_error (names the offending `param`)
 ├── NotFound                 404 not_found_error
 ├── BudgetExhausted          400 budget_exhausted (the budget cannot pay for even one sample)
-└── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
+├── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
+└── StorageUnavailable       503 storage_unavailable (Redis did not answer)
 """
 
 from __future__ import annotations
-
-import json
-import logging
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -57,67 +48,3 @@ class StorageUnavailable(ServiceError):
 
     status_code = 503
     error_type = "storage_unavailable"
-
-
-def error_body(
-    message: str, error_type: str, param: str | None = None, code: str | int | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.message, exc.error_type, exc.param, exc.code or exc.status_code),
-        status_code=exc.status_code,
-    )
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """First validation problem as a sentence plus the dotted field path (OpenAI's `param`)."""
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request.", None
-    first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    if first.get("type") == "json_invalid":
-        return "The request body is not valid JSON.", None
-    message = first.get("msg", "Invalid value.")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves the service as {"error": {message, type, param, code}}; validation is a 400."""
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        if exc.status_code >= 500:
-            logger.error("request failed: %s", exc.message)
-        return error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", param, 400), status_code=400)
-
-    @app.exception_handler(json.JSONDecodeError)
-    async def _json_error(_: Request, exc: json.JSONDecodeError) -> JSONResponse:
-        return JSONResponse(
-            error_body("The request body is not valid JSON.", "invalid_request_error", None, 400),
-            status_code=400,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(
-            error_body(str(exc.detail), error_type, None, exc.status_code), status_code=exc.status_code
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error", exc_info=exc)
-        return JSONResponse(
-            error_body("Internal error; it has been logged.", "internal_error", None, 500), status_code=500
-        )

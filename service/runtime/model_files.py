@@ -67,7 +67,7 @@ def resolve_model(model: str | None, cache_dir: Path) -> str:
 
 
 if __name__ == "__main__":
-    from service.settings import Settings
+    from service.runtime.settings import Settings
 
     logging.basicConfig(level=logging.INFO)
     print(resolve_model(None, Settings().model_cache_dir))

@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.errors import StorageUnavailable
+from service.runtime.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from service.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder, embedding_model_ok
-from service.errors import InvalidRequest, NotFound, StorageUnavailable
-from service.settings import Settings
+from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder, embedding_model_ok
+from service.runtime.errors import InvalidRequest, NotFound, StorageUnavailable
+from service.runtime.settings import Settings
 
 LOAD_PAGE = 2000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

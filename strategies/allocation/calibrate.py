@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.budget import BudgetLimits, BudgetTracker
-from service.cost import Hardware
-from service.engine import Engine, SamplingSpec
-from service.settings import Settings
-from strategies.allocation.store import VerifierCalibration, now
+from service.runtime.budget import BudgetLimits, BudgetTracker
+from service.runtime.cost import Hardware
+from service.runtime.engine import Engine, SamplingSpec
+from service.runtime.settings import Settings
+from service.store.allocation import VerifierCalibration, now
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec, answers_equal, extract_answer
 

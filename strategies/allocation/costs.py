@@ -1,4 +1,4 @@
-"""What a candidate plan costs before it runs: Kinetics eFLOPs (service/cost.py) and engine seconds.
+"""What a candidate plan costs before it runs: Kinetics eFLOPs (service/runtime/cost.py) and engine seconds.
 
 eFLOPs: the plan's engine calls at their expected generation lengths (the probe's mean length), the prompt's
 KV counted once per call and shared by that call's samples, plus the verifier's calls.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from service.cost import Hardware, ModelShape, decode_eflops, prefill_eflops, worst_case_eflops
+from service.runtime.cost import Hardware, ModelShape, decode_eflops, prefill_eflops, worst_case_eflops
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from service.store.allocation import VerifierCalibration
 from strategies.allocation import formulas
 from strategies.allocation.profiles import POPULATION, Profile
-from strategies.allocation.store import VerifierCalibration
 from strategies.base import Candidate
 
 BIN_EDGES = (0.05, 0.25, 0.55, 0.85)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from redis.asyncio import Redis
 
-from service.embeddings import embedder
-from strategies.allocation import store
+from service.runtime.embeddings import embedder
+from service.store import allocation as store
 
 logger = logging.getLogger(__name__)
 

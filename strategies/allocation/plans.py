@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.cost import Hardware, ModelShape
+from service.runtime.cost import Hardware, ModelShape
+from service.store.allocation import VerifierCalibration
 from strategies.allocation import formulas
 from strategies.allocation.costs import CallShape, SecondsModel, call_eflops, call_worst_eflops, log_bins
 from strategies.allocation.profiles import Profile
-from strategies.allocation.store import VerifierCalibration
 
 Mixture = list[tuple[float, float]]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.engine import Sample
+from service.runtime.engine import Sample
 from strategies.tree import SearchTree, softmax_allocation, split_evenly, step_finished
 
 

@@ -1,6 +1,6 @@
 import math
 
-from service.engine import TokenLogprob
+from service.runtime.engine import TokenLogprob
 from verifiers.judge import yes_probability
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.budget import BudgetLimits, BudgetTracker
-from service.cost import Hardware, ModelShape
-from service.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.runtime.budget import BudgetLimits, BudgetTracker
+from service.runtime.cost import Hardware, ModelShape
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
 from verifiers.process_judge import ProcessJudgeOptions, ProcessJudgeVerifier
 from verifiers.steps import Aggregate
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from loadtests.harness import free_port, start_process, stop, wait_ready
-from service.errors import EngineUnavailable, InvalidRequest
+from service.runtime.errors import EngineUnavailable, InvalidRequest
 from verifiers.reward_model import RewardModelOptions, RewardModelVerifier, probability_of_correct
 
 pytestmark = pytest.mark.engine

@@ -1,6 +1,6 @@
 import pytest
 
-from service.errors import InvalidRequest
+from service.runtime.errors import InvalidRequest
 from verifiers.calculator import CalculatorOptions
 from verifiers.steps import StepOptions, aggregate, parse_options, split_steps
 

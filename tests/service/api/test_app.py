@@ -7,9 +7,9 @@ import time
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import Engine
-from service.settings import Settings
+from service.api.app import create_app
+from service.runtime.engine import Engine
+from service.runtime.settings import Settings
 
 
 def test_stopping_while_the_engine_loads_stops_the_engines_processes() -> None:

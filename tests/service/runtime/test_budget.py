@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from service.budget import BudgetLimits, BudgetTracker
-from service.cost import Hardware, ModelShape, worst_case_eflops
-from service.engine import Delta, Prompt, SamplingSpec, StreamState
-from service.errors import BudgetExhausted
+from service.runtime.budget import BudgetLimits, BudgetTracker
+from service.runtime.cost import Hardware, ModelShape, worst_case_eflops
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState
+from service.runtime.errors import BudgetExhausted
 
 SHAPE = ModelShape(parameters=1_000_000, layers=2, query_heads=2, kv_heads=1, head_dim=8)
 HARDWARE = Hardware("test", 100.0, 1.0)

@@ -1,4 +1,4 @@
-from service.cost import (
+from service.runtime.cost import (
     HARDWARE_PRESETS,
     Hardware,
     ModelShape,

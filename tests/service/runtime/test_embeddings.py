@@ -4,9 +4,9 @@ import asyncio
 
 import numpy as np
 
-from service.app import warm_embeddings
-from service.corpora import CorpusStore
-from service.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
+from service.api.app import warm_embeddings
+from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
+from service.store.corpora import CorpusStore
 from strategies.semantic import embed
 
 

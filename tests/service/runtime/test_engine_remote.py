@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from loadtests.harness import free_port, start_process, stop, wait_ready
-from service.engine import SamplingSpec, StreamState, generate
-from service.engine_remote import RemoteEngine
-from service.model_files import ensure_default_model
-from service.settings import Settings
+from service.runtime.engine import SamplingSpec, StreamState, generate
+from service.runtime.engine_remote import RemoteEngine
+from service.runtime.model_files import ensure_default_model
+from service.runtime.settings import Settings
 from tests.conftest import start_service
 
 pytestmark = pytest.mark.engine

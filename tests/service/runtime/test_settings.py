@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from service.__main__ import parse_args
-from service.settings import Settings
+from service.runtime.settings import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:

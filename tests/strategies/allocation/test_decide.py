@@ -4,13 +4,13 @@ from dataclasses import replace
 
 import pytest
 
-from service.cost import Hardware, ModelShape
+from service.runtime.cost import Hardware, ModelShape
+from service.store.allocation import VerifierCalibration
 from strategies.allocation import formulas
 from strategies.allocation.costs import CallShape, SecondsModel, call_worst_eflops
 from strategies.allocation.decide import decide, value_of_probe
 from strategies.allocation.plans import Caps, Plan, Situation, best_of_n_plans, candidate_plans
 from strategies.allocation.profiles import POPULATION, Profile, ProfileBin
-from strategies.allocation.store import VerifierCalibration
 
 SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
 HARDWARE = Hardware("cpu", 3.8e11, 4.1e10)  # what this project's CPU measured: I ~ 9

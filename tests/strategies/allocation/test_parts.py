@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from service.cost import HARDWARE_PRESETS, ModelShape, generation_eflops
+from service.runtime.cost import HARDWARE_PRESETS, ModelShape, generation_eflops
+from service.store.allocation import VerifierCalibration, default_calibration
 from strategies.allocation import difficulty
 from strategies.allocation.calibrate import Counts, calibration_of, count
 from strategies.allocation.costs import CallShape, SecondsModel, call_eflops, log_bins
 from strategies.allocation.profiles import load_profiles, parse_profile
-from strategies.allocation.store import VerifierCalibration, default_calibration
 from strategies.base import Candidate
 
 SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
