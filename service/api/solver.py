@@ -93,21 +93,43 @@ def render(engine: Engine, messages: Sequence[ChatMessage]) -> str:
     return engine.render_chat([{"role": message.role, "content": message.text()} for message in messages])
 
 
-def limits_of(budget: BudgetSpec | None, settings: Settings) -> tuple[BudgetLimits, bool]:
-    """The request's caps; a request naming none gets the default token budget."""
-    if budget is None or all(
-        value is None for value in (budget.tokens, budget.eflops, budget.seconds, budget.context_tokens)
-    ):
-        return BudgetLimits(tokens=settings.default_budget_tokens), False
-    if budget.seconds is not None and budget.seconds > settings.max_budget_seconds:
+def _narrow(asked: float | None, ceiling: float | None) -> float | None:
+    if asked is None:
+        return ceiling
+    return asked if ceiling is None else min(asked, ceiling)
+
+
+def limits_of(
+    budget: BudgetSpec | None, settings: Settings, ceiling: BudgetLimits | None = None
+) -> tuple[BudgetLimits, bool]:
+    """The request's caps: what it asked, narrowed on every axis by its key's `ceiling`. Every request gets a
+    token cap and a seconds cap (the settings' defaults when it names none), so naming only `eflops` (or
+    nothing) escapes no other cap."""
+    given = budget is not None and any(
+        value is not None for value in (budget.tokens, budget.eflops, budget.seconds, budget.context_tokens)
+    )
+    spec = budget if budget is not None else BudgetSpec()
+    if spec.seconds is not None and spec.seconds > settings.max_budget_seconds:
         raise InvalidRequest(
             f"budget.seconds may be at most {settings.max_budget_seconds}.", param="budget.seconds"
         )
-    if budget.tokens is not None and budget.tokens > settings.max_budget_tokens:
+    if spec.tokens is not None and spec.tokens > settings.max_budget_tokens:
         raise InvalidRequest(
             f"budget.tokens may be at most {settings.max_budget_tokens}.", param="budget.tokens"
         )
-    return BudgetLimits(budget.tokens, budget.eflops, budget.seconds, budget.context_tokens), True
+    cap = ceiling or BudgetLimits()
+    tokens = _narrow(spec.tokens if spec.tokens is not None else settings.default_budget_tokens, cap.tokens)
+    seconds = _narrow(
+        spec.seconds if spec.seconds is not None else settings.default_budget_seconds, cap.seconds
+    )
+    context = _narrow(spec.context_tokens, cap.context_tokens)
+    limits = BudgetLimits(
+        tokens=None if tokens is None else int(tokens),
+        eflops=_narrow(spec.eflops, cap.eflops),
+        seconds=seconds,
+        context_tokens=None if context is None else int(context),
+    )
+    return limits, given
 
 
 def check_context(engine: Engine, prompt: str, max_tokens: int, param: str) -> None:

@@ -102,6 +102,46 @@ class Settings(BaseSettings):
         None,
         description="Measured strategy profiles for `auto` (default: strategies/allocation/profiles in the code).",
     )
+    # -- front door: keys, quotas, admission (issue 10) -----------------------------------------------------
+    allow_anonymous: bool = Field(
+        False,
+        description=(
+            "Serve callers without a key (scope `user`) when no keys exist even though the service listens on "
+            "a non-loopback address; without it such a service refuses to start. On loopback anonymous "
+            "callers are always served (scope `admin`) while no keys exist."
+        ),
+    )
+    admin_key: str | None = Field(
+        None,
+        description=(
+            "A bootstrap admin key accepted besides the keys in Redis (to create the first keys over HTTP); "
+            "counts as a configured key."
+        ),
+    )
+    keys_namespace: str = Field(
+        "ttc:auth", description="Redis key prefix of the API keys and quota ledger (one per deployment)."
+    )
+    default_budget_seconds: float = Field(
+        300.0, gt=0, description="Seconds cap of every request that names none (a request always has one)."
+    )
+    admission_max_sequences: int = Field(
+        64, ge=1, description="Engine sequences in flight at once on this replica; more wait in the queue."
+    )
+    admission_max_waiting: int = Field(
+        64, ge=0, description="Engine calls that may wait for sequences; past it a 429 at once."
+    )
+    admission_max_wait_seconds: float = Field(
+        30.0, gt=0, description="Longest an engine call waits to be admitted before it is a 429."
+    )
+    admission_key_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "Largest fraction of the in-flight sequences one key may hold even when nobody waits, so a small "
+            "request never queues behind one huge one."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     warmup: bool = Field(
         True,
