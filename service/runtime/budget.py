@@ -8,12 +8,24 @@ parallelism inside a strategy.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from service.runtime.cost import Hardware, ModelShape, generation_eflops, worst_case_eflops
-from service.runtime.engine import Engine, Generation, Prompt, SamplingSpec, count_prompt_tokens, generate
+from service.runtime.engine import (
+    Delta,
+    Engine,
+    Generation,
+    Prompt,
+    SamplingSpec,
+    StreamState,
+    count_prompt_tokens,
+    generate,
+)
 from service.runtime.errors import BudgetExhausted
 
 
@@ -42,6 +54,78 @@ class Spend:
     seconds: float = 0.0
 
 
+def fit_call(
+    samples: int,
+    max_tokens: int,
+    tokens_left: int | None,
+    eflops_left: float | None,
+    worst_eflops: Callable[[int, int], float],
+    keep_samples: bool = False,
+) -> tuple[int, int]:
+    """The largest (samples, max_tokens) not above the asked ones whose worst case fits what is left.
+
+    Fewer samples first (each keeps its full length, so answers are not cut off), then shorter ones; with
+    `keep_samples` (a plain OpenAI call must return its n choices) only shorter ones. (0, 0): nothing fits.
+    """
+    if tokens_left is not None:
+        if tokens_left <= 0:
+            return 0, 0
+        if not keep_samples:
+            samples = min(samples, max(tokens_left // max_tokens, 1))
+        max_tokens = min(max_tokens, tokens_left // samples)
+    if eflops_left is not None:
+        while not keep_samples and samples > 1 and worst_eflops(samples, max_tokens) > eflops_left:
+            samples -= 1
+        low, high = 0, max_tokens
+        while low < high:  # longest max_tokens that fits
+            middle = (low + high + 1) // 2
+            if worst_eflops(samples, middle) <= eflops_left:
+                low = middle
+            else:
+                high = middle - 1
+        max_tokens = low
+    if max_tokens <= 0 or samples <= 0:
+        return 0, 0
+    return samples, max_tokens
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """One engine call as a `Reserver` sees it: its size, and its worst-case eFLOPs for any smaller size."""
+
+    prompt_tokens: int
+    samples: int
+    max_tokens: int
+    keep_samples: bool
+    worst_eflops: Callable[[int, int], float]
+
+    def fit(self, samples: int, tokens_left: int | None, eflops_left: float | None) -> tuple[int, int]:
+        """The largest size of this call, at most `samples` wide, that fits what is left."""
+        return fit_call(
+            samples, self.max_tokens, tokens_left, eflops_left, self.worst_eflops, self.keep_samples
+        )
+
+
+class Reservation(Protocol):
+    """What a `Reserver` granted for one call: possibly fewer samples or tokens than asked."""
+
+    samples: int
+    max_tokens: int
+
+    async def settle(self, completion_tokens: int, eflops: float) -> None:
+        """The call ended having spent this much; give back the rest of the reservation."""
+        ...
+
+
+class Reserver(Protocol):
+    """Something outside the request that must also pay for each engine call before it starts (a key's quota,
+    the replica's admission queue). The API layer injects it; the runtime never knows what it is."""
+
+    async def reserve(self, call: CallShape, deadline: float | None) -> Reservation:
+        """Grant the call, shrunk to fit, or raise (a ServiceError) if not even one sample fits."""
+        ...
+
+
 class BudgetTracker:
     """Holds one request's limits and spend; created per request, never shared."""
 
@@ -51,8 +135,10 @@ class BudgetTracker:
         shape: ModelShape,
         hardware: Hardware,
         count_weight_loading: bool = True,
+        reserver: Reserver | None = None,
     ) -> None:
         self.limits = limits
+        self.reserver = reserver
         self.shape = shape
         self.hardware = hardware
         self.count_weight_loading = count_weight_loading
@@ -86,38 +172,24 @@ class BudgetTracker:
             self.shape, self.hardware, prompt_tokens, samples, max_tokens, self.count_weight_loading
         )
 
-    def fit(self, prompt_tokens: int, samples: int, max_tokens: int) -> tuple[int, int]:
-        """The largest (samples, max_tokens) not above the asked ones whose worst case fits what is left.
-
-        Fewer samples first (each keeps its full length, so answers are not cut off), then shorter ones.
-        Returns (0, 0) when not even one token can be paid for.
-        """
+    def fit(
+        self, prompt_tokens: int, samples: int, max_tokens: int, keep_samples: bool = False
+    ) -> tuple[int, int]:
+        """The largest (samples, max_tokens) not above the asked ones whose worst case fits what is left
+        (see `fit_call`). Returns (0, 0) when not even one token can be paid for."""
         if self.expired():
             return 0, 0
         context_left = self._context_left()
         if context_left is not None and prompt_tokens > context_left:
             return 0, 0
-        tokens_left = self.remaining_tokens()
-        if tokens_left is not None:
-            if tokens_left <= 0:
-                return 0, 0
-            samples = min(samples, max(tokens_left // max_tokens, 1))
-            max_tokens = min(max_tokens, tokens_left // samples)
-        eflops_left = self.remaining_eflops()
-        if eflops_left is not None:
-            while samples > 1 and self._worst_eflops(prompt_tokens, samples, max_tokens) > eflops_left:
-                samples -= 1
-            low, high = 0, max_tokens
-            while low < high:  # longest max_tokens that fits
-                middle = (low + high + 1) // 2
-                if self._worst_eflops(prompt_tokens, samples, middle) <= eflops_left:
-                    low = middle
-                else:
-                    high = middle - 1
-            max_tokens = low
-        if max_tokens <= 0 or samples <= 0:
-            return 0, 0
-        return samples, max_tokens
+        return fit_call(
+            samples,
+            max_tokens,
+            self.remaining_tokens(),
+            self.remaining_eflops(),
+            lambda width, length: self._worst_eflops(prompt_tokens, width, length),
+            keep_samples,
+        )
 
     def _context_left(self) -> int | None:
         if self.limits.context_tokens is None:
@@ -125,6 +197,26 @@ class BudgetTracker:
         return self.limits.context_tokens - self.spend.prompt_tokens - self._reserved_context
 
     # -- spending -----------------------------------------------------------------------------------------
+    async def _reserve(
+        self, prompt_tokens: int, spec: SamplingSpec, keep_samples: bool
+    ) -> tuple[SamplingSpec, Reservation | None]:
+        """Fit the call to the budget, then to the injected reserver (quota, admission), if any."""
+        samples, max_tokens = self.fit(prompt_tokens, spec.n, spec.max_tokens, keep_samples)
+        if samples == 0 or (keep_samples and samples < spec.n):
+            raise BudgetExhausted("The budget left cannot pay for another engine call.", param="budget")
+        reservation = None
+        if self.reserver is not None:
+            call = CallShape(
+                prompt_tokens,
+                samples,
+                max_tokens,
+                keep_samples,
+                lambda width, length: self._worst_eflops(prompt_tokens, width, length),
+            )
+            reservation = await self.reserver.reserve(call, self.deadline)
+            samples, max_tokens = reservation.samples, reservation.max_tokens
+        return dataclasses.replace(spec, n=samples, max_tokens=max_tokens), reservation
+
     async def generate(
         self,
         engine: Engine,
@@ -132,45 +224,82 @@ class BudgetTracker:
         spec: SamplingSpec,
         purpose: str = "sample",
         prompt_tokens: int | None = None,
+        keep_samples: bool = False,
     ) -> Generation:
-        """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for."""
+        """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for.
+        With a reserver, the call's worst case is reserved there too and the unspent part given back."""
         if prompt_tokens is None:
             prompt_tokens = count_prompt_tokens(engine, prompt)
-        samples, max_tokens = self.fit(prompt_tokens, spec.n, spec.max_tokens)
-        if samples == 0:
-            raise BudgetExhausted("The budget left cannot pay for another engine call.", param="budget")
-        spec = dataclasses.replace(spec, n=samples, max_tokens=max_tokens)
+        spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples)
+        samples, max_tokens = spec.n, spec.max_tokens
         reserved_eflops = self._worst_eflops(prompt_tokens, samples, max_tokens)
         self._reserved_tokens += samples * max_tokens
         self._reserved_eflops += reserved_eflops
         self._reserved_context += prompt_tokens
+        spent_tokens, spent_eflops = 0, 0.0
         try:
             generation = await generate(engine, prompt, spec, self.deadline)
+            spent_tokens, spent_eflops = generation.completion_tokens, self.charge(generation, purpose)
         finally:
             self._reserved_tokens -= samples * max_tokens
             self._reserved_eflops -= reserved_eflops
             self._reserved_context -= prompt_tokens
-        self.charge(generation, purpose)
+            if reservation is not None:
+                await asyncio.shield(reservation.settle(spent_tokens, spent_eflops))
         return generation
 
-    def charge(self, generation: Generation, purpose: str = "sample") -> None:
+    async def stream(
+        self, engine: Engine, prompt: Prompt, spec: SamplingSpec, state: StreamState
+    ) -> AsyncIterator[Delta]:
+        """A plain call streamed straight through, inside the budget: all n samples (only shorter, never
+        fewer), stopped at the deadline, charged and settled with what it produced."""
+        prompt_tokens = count_prompt_tokens(engine, prompt)
+        spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples=True)
+        samples: list[list[int]] = [[] for _ in range(spec.n)]
+        try:
+            async for delta in engine.stream(prompt, spec, state):
+                samples[delta.index].extend(delta.token_ids)
+                yield delta
+                if self.expired():
+                    break
+        finally:  # what the client received is spent, even if it went away
+            spent_eflops = self._charge_counts(
+                state.prompt_tokens, state.cached_prompt_tokens, [len(ids) for ids in samples], "sample"
+            )
+            if reservation is not None:
+                await asyncio.shield(reservation.settle(sum(len(ids) for ids in samples), spent_eflops))
+
+    def charge(self, generation: Generation, purpose: str = "sample") -> float:
+        """Add one finished call to the spend; returns its eFLOPs."""
+        return self._charge_counts(
+            generation.prompt_tokens,
+            generation.cached_prompt_tokens,
+            [sample.tokens for sample in generation.samples],
+            purpose,
+        )
+
+    def _charge_counts(
+        self, prompt_tokens: int, cached_prompt_tokens: int, sample_tokens: list[int], purpose: str
+    ) -> float:
         spend = self.spend
-        spend.prompt_tokens += generation.prompt_tokens
-        spend.completion_tokens += generation.completion_tokens
-        spend.cached_prompt_tokens += generation.cached_prompt_tokens
+        spend.prompt_tokens += prompt_tokens
+        spend.completion_tokens += sum(sample_tokens)
+        spend.cached_prompt_tokens += cached_prompt_tokens
         if purpose == "verifier":
             spend.verifier_requests += 1
         else:
             spend.engine_requests += 1
-        spend.eflops += generation_eflops(
+        eflops = generation_eflops(
             self.shape,
             self.hardware,
-            generation.prompt_tokens,
-            generation.cached_prompt_tokens,
-            [sample.tokens for sample in generation.samples],
+            prompt_tokens,
+            cached_prompt_tokens,
+            sample_tokens,
             self.count_weight_loading,
         )
-        self.observe_kv(generation.prompt_tokens + generation.completion_tokens)
+        spend.eflops += eflops
+        self.observe_kv(prompt_tokens + sum(sample_tokens))
+        return eflops
 
     def observe_kv(self, live_tokens: int) -> None:
         """Record how many distinct tokens the request holds in the KV cache at one moment."""
