@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -46,9 +47,49 @@ def parse_args(argv: list[str]) -> Settings:
     parser.add_argument(
         "--log-level", default=defaults.log_level, choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="serve callers without a key (scope user) on a non-loopback address while no keys exist",
+    )
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     return Settings(**{**defaults.model_dump(), **overrides})
+
+
+async def _keys_exist(settings: Settings) -> bool:
+    from redis.asyncio import Redis
+
+    from service.store.keys import KeyStore
+
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    try:
+        return await KeyStore(redis, settings.keys_namespace).any()
+    finally:
+        await redis.aclose()
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why this service must not start (reachable from other hosts with nobody to authenticate), or None."""
+    from service.api.auth import is_loopback
+
+    if is_loopback(settings.host) or settings.allow_anonymous or settings.admin_key:
+        return None
+    try:
+        if asyncio.run(_keys_exist(settings)):
+            return None
+    except Exception as exc:
+        return f"cannot check for API keys in Redis at {settings.redis_url}: {exc!r}"
+    return (
+        f"refusing to listen on {settings.host} without API keys: anyone who can reach it could use it. "
+        "Create a key (python -m service.keys create NAME), set TTC_ADMIN_KEY, listen on 127.0.0.1, "
+        "or pass --allow-anonymous (TTC_ALLOW_ANONYMOUS=true) to serve anonymous callers on purpose."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,6 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    reason = refusal(settings)
+    if reason is not None:
+        logging.getLogger("service").error(reason)
+        print(f"python -m service: {reason}", file=sys.stderr)
+        sys.exit(2)
     from service.api.app import create_app
 
     uvicorn.run(

@@ -8,12 +8,14 @@ import multiprocessing
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
+from service.api.auth import require_admin, require_user
 from service.api.errors import install_error_handlers
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
+from service.api.routes_keys import router as keys_router
 from service.api.routes_openai import router as openai_router
 from service.api.routes_ops import router as ops_router
 from service.api.routes_solve import router as solve_router
@@ -24,6 +26,7 @@ from service.runtime.engine import Engine, SamplingSpec, generate
 from service.runtime.model_files import resolve_model
 from service.runtime.settings import Settings
 from service.store.corpora import CorpusStore
+from service.store.keys import KeyStore, QuotaLedger
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         )
         state.redis = redis
         state.corpora = CorpusStore(redis, settings)
+        state.keys = KeyStore(redis, settings.keys_namespace)
+        state.ledger = QuotaLedger(redis, settings.keys_namespace)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
         try:
             yield
@@ -133,9 +138,11 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     )
     app.state.service = state
     install_error_handlers(app)
-    app.include_router(ops_router)
-    app.include_router(solve_router)
-    app.include_router(openai_router)
-    app.include_router(allocator_router)
-    app.include_router(corpora_router)
+    app.include_router(ops_router)  # /healthz, /readyz, /metrics stay open
+    user, admin = [Depends(require_user)], [Depends(require_admin)]
+    app.include_router(solve_router, dependencies=user)
+    app.include_router(openai_router, dependencies=user)
+    app.include_router(allocator_router, dependencies=admin)
+    app.include_router(corpora_router, dependencies=user)  # writes need admin: see routes_corpora
+    app.include_router(keys_router)  # its own scopes per route
     return app

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.runtime.errors import ServiceError
+from service.runtime.errors import Rejected, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def error_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(
         error_body(exc.message, exc.error_type, exc.param, exc.code or exc.status_code),
         status_code=exc.status_code,
+        headers=exc.headers() or None,
     )
 
 
@@ -49,7 +50,9 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves the service as {"error": {message, type, param, code}}; validation is a 400."""
 
     @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, Rejected):
+            request.app.state.service.metrics.rejected.labels(exc.reason).inc()
         if exc.status_code >= 500:
             logger.error("request failed: %s", exc.message)
         return error_response(exc)

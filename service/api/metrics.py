@@ -52,6 +52,18 @@ class Metrics:
         self.engine_running = Gauge(
             "ttc_engine_requests_running", "Engine requests not yet finished.", registry=self.registry
         )
+        self.rejected = Counter(
+            "ttc_rejected_requests",
+            "Requests refused at the front door, by reason (unauthenticated, forbidden, quota, admission).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.quota_spend = Counter(
+            "ttc_quota_spend",
+            "What each API key spent against its quota (key name, never the secret), by axis.",
+            ["key", "axis"],
+            registry=self.registry,
+        )
         self.ready = Gauge("ttc_ready", "1 once the engine is loaded and warm.", registry=self.registry)
 
     def track_engine(self, running: Callable[[], int]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,8 +24,9 @@ from service.api.protocol import (
     TTCReport,
     new_id,
 )
-from service.api.solver import Solved, check_context, question_of, render, solve
+from service.api.solver import Solved, check_context, plain_budget, question_of, render, solve
 from service.api.state import ServiceState, cancel_on_disconnect
+from service.api.tenancy import Tenant
 from service.runtime.engine import (
     Delta,
     Engine,
@@ -33,7 +34,6 @@ from service.runtime.engine import (
     SamplingSpec,
     StreamState,
     TokenLogprob,
-    generate,
 )
 from service.runtime.errors import InvalidRequest, ServiceError
 from strategies.selection import ranked
@@ -267,19 +267,60 @@ def ttc_response(call: PreparedCall, solved: Solved) -> dict[str, Any]:
 # -- running ------------------------------------------------------------------------------------------------
 
 
-async def _solve(call: PreparedCall, state: ServiceState, progress: Any = None) -> Solved:
+async def _solve(call: PreparedCall, state: ServiceState, tenant: Tenant, progress: Any = None) -> Solved:
     assert call.ttc is not None
     sampling = dataclasses.replace(call.spec, n=1, logprobs=None)
-    return await solve(state, call.ttc, call.prompt, call.question, sampling, progress)
+    return await solve(state, call.ttc, call.prompt, call.question, sampling, progress, tenant)
 
 
-async def complete(call: PreparedCall, request: Request, state: ServiceState) -> dict[str, Any]:
+async def _plain(call: PreparedCall, state: ServiceState, tenant: Tenant) -> Generation:
+    """One engine call with all n choices, inside the key's ceiling, quota and the admission queue."""
     engine, _ = state.require_engine()
+    budget = plain_budget(state, tenant)
+    async with tenant.slot(budget.limits.seconds):
+        return await budget.generate(engine, call.prompt, call.spec, keep_samples=True)
+
+
+async def complete(
+    call: PreparedCall, request: Request, state: ServiceState, tenant: Tenant
+) -> dict[str, Any]:
     if call.ttc is not None:
-        solved = await cancel_on_disconnect(request, _solve(call, state))
+        solved = await cancel_on_disconnect(request, _solve(call, state, tenant))
         return ttc_response(call, solved)
-    generation = await cancel_on_disconnect(request, generate(engine, call.prompt, call.spec))
+    generation = await cancel_on_disconnect(request, _plain(call, state, tenant))
     return plain_response(call, generation)
+
+
+async def open_plain_stream(
+    call: PreparedCall, state: ServiceState, tenant: Tenant
+) -> tuple[AsyncIterator[Delta], StreamState]:
+    """Start a plain streamed call far enough that the concurrency slot, the quota and admission are held (or
+    refused with a 429) before any response header is sent; returns the deltas, first one included."""
+    engine, _ = state.require_engine()
+    budget = plain_budget(state, tenant)
+    stream_state = StreamState()
+
+    async def held() -> AsyncGenerator[Delta]:
+        async with tenant.slot(budget.limits.seconds):
+            async for delta in budget.stream(engine, call.prompt, call.spec, stream_state):
+                yield delta
+
+    deltas = held()
+    try:
+        first = await anext(deltas)
+    except StopAsyncIteration:
+        first = None
+
+    async def primed() -> AsyncIterator[Delta]:
+        try:
+            if first is not None:
+                yield first
+                async for delta in deltas:
+                    yield delta
+        finally:
+            await deltas.aclose()
+
+    return primed(), stream_state
 
 
 def _chunk(call: PreparedCall, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
@@ -321,10 +362,11 @@ def _role_chunks(call: PreparedCall) -> list[str]:
     ]
 
 
-async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]:
+async def stream_plain(
+    call: PreparedCall, deltas: AsyncIterator[Delta], state: StreamState
+) -> AsyncIterator[str]:
     """Tokens as the engine produces them; role first, usage last when asked, then [DONE].
     If the client goes away, Starlette cancels this generator and the engine request is aborted."""
-    state = StreamState()
     completion_tokens = 0
     try:
         for chunk in _role_chunks(call):
@@ -334,7 +376,7 @@ async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]
                 yield _chunk(call, [_delta_choice(call, index, call.echo, None)])
         offsets = [len(call.echo)] * call.spec.n
         delta: Delta
-        async for delta in engine.stream(call.prompt, call.spec, state):
+        async for delta in deltas:
             completion_tokens += len(delta.token_ids)
             logprobs = None
             if call.logprobs and delta.logprobs:
@@ -354,12 +396,12 @@ async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]
     yield "data: [DONE]\n\n"
 
 
-async def stream_ttc(call: PreparedCall, state: ServiceState) -> AsyncIterator[str]:
+async def stream_ttc(call: PreparedCall, state: ServiceState, tenant: Tenant) -> AsyncIterator[str]:
     """Role chunk at once, SSE comments with progress while the strategy runs, then the chosen answer(s)."""
     import asyncio
 
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(_solve(call, state, progress=events.put_nowait))
+    task = asyncio.create_task(_solve(call, state, tenant, progress=events.put_nowait))
     try:
         for chunk in _role_chunks(call):
             yield chunk

@@ -413,3 +413,49 @@ class EngineCalibrationRequest(BaseModel):
     max_tokens: list[Annotated[int, Field(ge=2, le=512)]] = Field(
         default_factory=lambda: [16, 64], min_length=1, max_length=4, description="Lengths of timed calls."
     )
+
+
+# -- API keys and usage (issue 10) ----------------------------------------------------------------------------
+
+
+class KeyLimitsSpec(BaseModel):
+    """A key's quotas per window, concurrency, and per-request ceilings; omitted means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens_per_minute: int | None = Field(None, ge=0, description="Completion tokens per clock minute.")
+    tokens_per_day: int | None = Field(None, ge=0, description="Completion tokens per UTC day.")
+    eflops_per_minute: float | None = Field(None, ge=0, description="Equivalent FLOPs per clock minute.")
+    eflops_per_day: float | None = Field(None, ge=0, description="Equivalent FLOPs per UTC day.")
+    max_concurrent: int | None = Field(None, ge=1, le=100_000, description="Requests running at once.")
+    max_tokens: int | None = Field(None, ge=1, description="Per-request ceiling on budget.tokens.")
+    max_eflops: float | None = Field(None, gt=0, description="Per-request ceiling on budget.eflops.")
+    max_seconds: float | None = Field(None, gt=0, description="Per-request ceiling on budget.seconds.")
+    max_context_tokens: int | None = Field(
+        None, ge=1, description="Per-request ceiling on budget.context_tokens."
+    )
+
+
+class KeyCreate(BaseModel):
+    """A new API key: its name (unique), scope and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Unique name of the key."
+    )
+    scope: Literal["user", "admin"] = Field(
+        "user", description="user: solve, chat, completions, models, corpus reads, usage; admin: everything."
+    )
+    limits: KeyLimitsSpec = Field(default_factory=KeyLimitsSpec, description="Quotas and ceilings.")
+
+
+class KeyOut(BaseModel):
+    """A key as stored (never its secret, except once in the answer that creates it)."""
+
+    object: Literal["api_key"] = Field("api_key", description="Always `api_key`.")
+    name: str = Field(..., description="Unique name of the key.")
+    scope: Literal["user", "admin"] = Field(..., description="user or admin.")
+    created: float = Field(..., description="Unix time of creation.")
+    limits: KeyLimitsSpec = Field(..., description="Quotas and ceilings.")
+    key: str | None = Field(None, description="The secret: returned once, at creation; store it now.")

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from service.api.auth import require_admin
 from service.api.protocol import CorpusCreate, CorpusSearch, DocumentsAdd
 from service.api.state import StateDep
 from service.runtime.errors import StorageUnavailable
@@ -23,7 +24,7 @@ def get_store(state: StateDep) -> CorpusStore:
 StoreDep = Annotated[CorpusStore, Depends(get_store)]
 
 
-@router.post("", summary="Create a corpus")
+@router.post("", summary="Create a corpus", dependencies=[Depends(require_admin)])
 async def create(body: CorpusCreate, store: StoreDep) -> dict[str, Any]:
     return await store.create(body.name, body.embedding_model)
 
@@ -38,13 +39,17 @@ async def describe(name: str, store: StoreDep) -> dict[str, Any]:
     return await store.describe(name)
 
 
-@router.delete("/{name}", summary="Delete a corpus and its documents")
+@router.delete("/{name}", summary="Delete a corpus and its documents", dependencies=[Depends(require_admin)])
 async def delete(name: str, store: StoreDep) -> dict[str, Any]:
     await store.delete(name)
     return {"object": "corpus.deleted", "name": name, "deleted": True}
 
 
-@router.post("/{name}/documents", summary="Add or replace documents (all or nothing)")
+@router.post(
+    "/{name}/documents",
+    summary="Add or replace documents (all or nothing)",
+    dependencies=[Depends(require_admin)],
+)
 async def add(name: str, body: DocumentsAdd, store: StoreDep) -> dict[str, Any]:
     return await store.add(
         name,

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from service.api.openai_serving import (
     PreparedCall,
     complete,
+    open_plain_stream,
     prepare_chat,
     prepare_text,
     stream_plain,
@@ -17,17 +18,20 @@ from service.api.openai_serving import (
 )
 from service.api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from service.api.state import ServiceState, StateDep
+from service.api.tenancy import tenant_of
 
 router = APIRouter(prefix="/v1")
 
 
 async def respond(call: PreparedCall, request: Request, state: ServiceState) -> Any:
     """Both endpoints alike once the request is prepared: stream it, or answer it whole."""
-    engine, _ = state.require_engine()
+    tenant = tenant_of(request, state)
+    if call.stream and call.ttc:
+        return StreamingResponse(stream_ttc(call, state, tenant), media_type="text/event-stream")
     if call.stream:
-        chunks = stream_ttc(call, state) if call.ttc else stream_plain(call, engine)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    return await complete(call, request, state)
+        deltas, stream_state = await open_plain_stream(call, state, tenant)
+        return StreamingResponse(stream_plain(call, deltas, stream_state), media_type="text/event-stream")
+    return await complete(call, request, state, tenant)
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions, with optional `ttc`")

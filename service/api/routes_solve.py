@@ -16,6 +16,7 @@ from service.api.errors import error_body
 from service.api.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
 from service.api.solver import Solved, question_of, render, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
+from service.api.tenancy import Tenant, tenant_of
 from service.runtime.engine import SamplingSpec
 from service.runtime.errors import ServiceError
 from service.store import allocation as store
@@ -49,7 +50,7 @@ def _response(body: SolveRequest, solved: Solved, request_id: str, model: str) -
     )
 
 
-async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) -> Solved:
+async def _run(body: SolveRequest, state: ServiceState, tenant: Tenant, progress: Any = None) -> Solved:
     engine, _ = state.require_engine()
     messages = _messages(body)
     sampling = SamplingSpec(
@@ -60,7 +61,9 @@ async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) ->
         stop=tuple(body.sampling.stop),
         seed=body.sampling.seed,
     )
-    return await solve(state, body, render(engine, messages), question_of(messages), sampling, progress)
+    return await solve(
+        state, body, render(engine, messages), question_of(messages), sampling, progress, tenant
+    )
 
 
 def _sse(event: str, data: Any) -> str:
@@ -70,8 +73,9 @@ def _sse(event: str, data: Any) -> str:
 @router.post("/solve", response_model=SolveResponse, summary="Answer a question within a compute budget")
 async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> Any:
     request_id = new_id("solve")
+    tenant = tenant_of(request, state)
     if not body.stream:
-        solved = await cancel_on_disconnect(request, _run(body, state))
+        solved = await cancel_on_disconnect(request, _run(body, state, tenant))
         return _response(body, solved, request_id, state.require_engine()[0].model_name)
 
     state.require_engine()  # a 503 now rather than an error event later
@@ -79,7 +83,9 @@ async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> 
 
     async def work() -> None:
         try:
-            solved = await _run(body, state, progress=lambda event: events.put_nowait(("progress", event)))
+            solved = await _run(
+                body, state, tenant, progress=lambda event: events.put_nowait(("progress", event))
+            )
             model = state.require_engine()[0].model_name
             events.put_nowait(("result", _response(body, solved, request_id, model).model_dump()))
         except ServiceError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from service.api.protocol import (
     Usage,
 )
 from service.api.state import ServiceState
+from service.api.tenancy import Tenant
 from service.runtime.budget import BudgetLimits, BudgetTracker, Spend
 from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest, StorageUnavailable
@@ -132,6 +134,21 @@ def limits_of(
     return limits, given
 
 
+def plain_budget(state: ServiceState, tenant: Tenant) -> BudgetTracker:
+    """The budget of a plain OpenAI call (no `ttc`): the key's ceiling and the default seconds cap, and the
+    same quota and admission reservation as any strategy's call."""
+    engine, hardware = state.require_engine()
+    settings = state.settings
+    ceiling = tenant.ceiling() or BudgetLimits()
+    seconds = settings.default_budget_seconds
+    limits = dataclasses.replace(
+        ceiling, seconds=seconds if ceiling.seconds is None else min(seconds, ceiling.seconds)
+    )
+    return BudgetTracker(
+        limits, engine.shape, hardware, settings.count_weight_loading, reserver=tenant.reserver()
+    )
+
+
 def check_context(engine: Engine, prompt: str, max_tokens: int, param: str) -> None:
     """vLLM's rule: prompt plus max_tokens must fit in the context; a 400 rather than an engine error."""
     prompt_tokens = count_prompt_tokens(engine, prompt)
@@ -166,14 +183,22 @@ async def solve(
     question: str,
     sampling: SamplingSpec,
     progress: ProgressCallback | None = None,
+    tenant: Tenant | None = None,
 ) -> Solved:
-    """Validate everything that can be checked before spending, then run the strategy under its budget."""
+    """Validate everything that can be checked before spending, then run the strategy under its budget
+    (narrowed by the caller's key, every engine call reserved in its quota and the admission queue)."""
     engine, hardware = state.require_engine()
     settings, metrics = state.settings, state.metrics
     strategy = get_strategy(options.strategy)
     check_context(engine, prompt, sampling.max_tokens, "sampling.max_tokens")
-    limits, budget_given = limits_of(options.budget, settings)
-    budget = BudgetTracker(limits, engine.shape, hardware, settings.count_weight_loading)
+    limits, budget_given = limits_of(options.budget, settings, tenant.ceiling() if tenant else None)
+    budget = BudgetTracker(
+        limits,
+        engine.shape,
+        hardware,
+        settings.count_weight_loading,
+        reserver=tenant.reserver() if tenant else None,
+    )
     answer = AnswerSpec(options.answer.type, options.answer.pattern)
     verifier = (
         build_verifier(
@@ -203,7 +228,11 @@ async def solve(
     started = time.monotonic()
     status = "error"
     try:
-        result = await strategy(task, engine, verifier, budget)
+        if tenant is None:
+            result = await strategy(task, engine, verifier, budget)
+        else:
+            async with tenant.slot(limits.seconds):
+                result = await strategy(task, engine, verifier, budget)
         status = "ok"
     finally:
         spend = budget.finish()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 from fastapi import Depends, Request
 
 from service.api.metrics import Metrics
+from service.runtime.admission import Admission
 from service.runtime.cost import Hardware
 from service.runtime.engine import Engine
 from service.runtime.errors import EngineUnavailable, ServiceError
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from service.store.corpora import CorpusStore
+    from service.store.keys import KeyStore, QuotaLedger
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +37,18 @@ class ServiceState:
     draining: bool = False
     redis: Redis | None = None  # the one Redis client (corpora, calibrations, allocator memory); lifespan
     corpora: CorpusStore | None = None  # document corpora in Redis (issue 4); set in the lifespan
+    keys: KeyStore | None = None  # API keys in Redis (issue 10); set in the lifespan
+    ledger: QuotaLedger | None = None  # per-key quota counters in Redis (issue 10); set in the lifespan
+    admission: Admission = field(init=False)  # this replica's engine sequences and wait queue
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.admission = Admission(
+            settings.admission_max_sequences,
+            settings.admission_max_waiting,
+            settings.admission_max_wait_seconds,
+            settings.admission_key_share,
+        )
 
     def require_engine(self) -> tuple[Engine, Hardware]:
         if self.draining:

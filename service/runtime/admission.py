@@ -1,0 +1,133 @@
+"""Admission control of one replica: a bounded number of engine sequences in flight, a bounded wait queue, and
+a fair share of the sequences per API key.
+
+Why a fair queue here rather than vLLM's `priority` scheduler: it works the same for the in-process and the
+remote engine, it can refuse at once (a 429 with Retry-After) instead of letting the engine's own queue grow
+without bound, and it shrinks a wide call to its key's share (as the budget already shrinks calls) instead of
+preempting and recomputing sequences, which on a CPU engine costs more than it saves.
+
+The unit is one engine sequence (a sample being generated). A call asks for `want` sequences; it is granted at
+once if nobody waits and there is room, else it waits. Whenever sequences free up, the waiting call whose key
+holds the fewest sequences goes first (max-min fairness, FIFO among equals). No key may hold more than
+`key_share` of the capacity even when alone, nor more than capacity / active keys while others wait, so a small
+request never queues behind one huge call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from service.runtime.errors import InvalidRequest, Overloaded
+
+
+@dataclass
+class _Waiter:
+    key: str
+    want: int
+    exact: bool
+    order: int
+    future: asyncio.Future[int] = field(repr=False)
+
+
+class Admission:
+    """Per-replica sequence slots (created once in the app's state, never shared between apps)."""
+
+    def __init__(self, capacity: int, max_waiting: int, max_wait_seconds: float, key_share: float) -> None:
+        self.capacity = capacity
+        self.max_waiting = max_waiting
+        self.max_wait_seconds = max_wait_seconds
+        self.key_share = key_share
+        self.used = 0
+        self.held: dict[str, int] = {}
+        self.waiting: list[_Waiter] = []
+        self._order = itertools.count()
+
+    def _limit(self, key: str, want: int, exact: bool) -> int:
+        """How many sequences `key` may hold in all right now."""
+        active = set(self.held) | {waiter.key for waiter in self.waiting}
+        active.add(key)
+        limit = max(1, int(self.capacity * self.key_share))
+        if len(active) > 1:
+            limit = min(limit, max(1, self.capacity // len(active)))
+        return max(limit, want) if exact else limit
+
+    def _grantable(self, key: str, want: int, exact: bool) -> int:
+        room = min(self.capacity - self.used, self._limit(key, want, exact) - self.held.get(key, 0))
+        if exact:
+            return want if room >= want else 0
+        return max(0, min(want, room))
+
+    def _take(self, key: str, count: int) -> int:
+        self.used += count
+        self.held[key] = self.held.get(key, 0) + count
+        return count
+
+    async def acquire(self, key: str, want: int, exact: bool = False, deadline: float | None = None) -> int:
+        """Sequences granted to one call of `key` (between 1 and `want`; exactly `want` if `exact`).
+        Raises Overloaded at once when the queue is full, or when the call waited too long."""
+        if want > self.capacity and exact:
+            raise InvalidRequest(
+                f"n may be at most {self.capacity} on this service (its engine sequences in flight).",
+                param="n",
+            )
+        want = min(want, self.capacity)
+        if not self.waiting:
+            granted = self._grantable(key, want, exact)
+            if granted:
+                return self._take(key, granted)
+        if len(self.waiting) >= self.max_waiting:
+            raise Overloaded(
+                f"The engine is busy: {self.used} sequences in flight and {len(self.waiting)} calls waiting.",
+                "admission_queue_full",
+                retry_after=1.0,
+            )
+        waiter = _Waiter(key, want, exact, next(self._order), asyncio.get_running_loop().create_future())
+        self.waiting.append(waiter)
+        timeout = self.max_wait_seconds
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - time.monotonic(), 0.0))
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter.future)
+        except BaseException as exc:
+            if waiter in self.waiting:
+                self.waiting.remove(waiter)
+                self._dispatch()  # one key fewer may widen the others' share
+            elif waiter.future.done():  # granted at the very moment it gave up
+                if isinstance(exc, TimeoutError):
+                    return waiter.future.result()
+                self.release(key, waiter.future.result())
+            if isinstance(exc, TimeoutError):
+                raise Overloaded(
+                    f"The engine stayed busy for {timeout:.1f} s; this call was not admitted.",
+                    "admission_wait_timeout",
+                    retry_after=1.0,
+                ) from None
+            raise
+
+    def release(self, key: str, count: int) -> None:
+        """A call of `key` ended (or shrank); its sequences go to whoever waits."""
+        if count <= 0:
+            return
+        self.used -= count
+        left = self.held.get(key, 0) - count
+        if left > 0:
+            self.held[key] = left
+        else:
+            self.held.pop(key, None)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        progressed = True
+        while progressed and self.waiting and self.used < self.capacity:
+            progressed = False
+            for waiter in sorted(self.waiting, key=lambda item: (self.held.get(item.key, 0), item.order)):
+                granted = self._grantable(waiter.key, waiter.want, waiter.exact)
+                if granted:
+                    self.waiting.remove(waiter)
+                    waiter.future.set_result(self._take(waiter.key, granted))
+                    progressed = True
+                    break
