@@ -1,0 +1,67 @@
+"""A key's reservations through the Reserver the API injects (admission + Lua ledger), on the real Redis:
+concurrent calls shrink to what is left and never overshoot; refunds leave the real spend; a call that cannot
+fit one sample is a 429 naming the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+
+from service.api.auth import Caller
+from service.api.state import ServiceState
+from service.api.tenancy import Tenant
+from service.runtime.budget import CallShape
+from service.runtime.errors import QuotaExceeded
+from service.runtime.settings import Settings
+from service.store.keys import KeyLimits, KeyStore, QuotaLedger
+
+
+def call(samples: int, max_tokens: int, keep_samples: bool = False) -> CallShape:
+    return CallShape(10, samples, max_tokens, keep_samples, lambda width, length: 1.0 * width * (length + 10))
+
+
+def test_concurrent_calls_spend_exactly_the_quota_and_not_one_token_more() -> None:
+    async def scenario() -> None:
+        namespace = f"test-tenancy-{uuid.uuid4().hex}"
+        redis = Redis.from_url("redis://127.0.0.1:6379/0")
+        state = ServiceState(Settings(admission_max_sequences=512, admission_key_share=1.0))
+        minute = 60 * int(time.time() // 60 + 1)  # a fixed instant inside one minute window
+        state.ledger = QuotaLedger(redis, namespace, clock=lambda: minute + 30.0)
+        state.keys = KeyStore(redis, namespace)
+        try:
+            _, key = await state.keys.create("k", "user", KeyLimits(tokens_per_minute=1000))
+            tenant = Tenant(Caller("k", "user", key), state)
+
+            async def one(index: int) -> int:
+                try:
+                    grant = await tenant.reserve(call(4, 16 + index % 7), None)
+                except QuotaExceeded as exc:
+                    assert exc.code == "tokens_per_minute" and exc.retry_after is not None
+                    assert 0 < exc.retry_after <= 60
+                    return 0
+                await asyncio.sleep(0.001 * (index % 3))
+                spent = grant.samples * grant.max_tokens - index % 2  # odd calls stop one token early
+                await grant.settle(spent, 1.0)
+                return spent
+
+            spent = await asyncio.gather(*(one(i) for i in range(60)))
+            usage = await state.ledger.usage(key.id, key.limits)
+            assert usage["windows"]["minute"]["tokens"]["spent"] == sum(spent)
+            assert sum(spent) <= 1000
+            assert 1000 - sum(spent) < 60  # filled up to the limit but for the early stops' refunds
+            assert state.admission.used == 0 and state.admission.held == {}
+            left = 1000 - sum(spent)
+            with pytest.raises(QuotaExceeded) as refused:  # n choices of one token each cannot all fit
+                await tenant.reserve(call(left + 1, 1, keep_samples=True), None)
+            assert refused.value.code == "tokens_per_minute"
+            assert state.admission.used == 0  # the refused call gave its sequences back
+        finally:
+            async for name in redis.scan_iter(match=f"{namespace}:*"):
+                await redis.delete(name)
+            await redis.aclose()
+
+    asyncio.run(scenario())

@@ -1,0 +1,75 @@
+"""Admission control as pure logic: bounded sequences in flight, a bounded queue, fair share between keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.runtime.admission import Admission
+from service.runtime.errors import InvalidRequest, Overloaded
+
+
+def test_capacity_bounds_sequences_and_queue_overflow_is_refused_at_once() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=4, max_waiting=2, max_wait_seconds=5, key_share=1.0)
+        assert await admission.acquire("a", 4) == 4
+        waiters = [asyncio.create_task(admission.acquire("b", 1)) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert len(admission.waiting) == 2
+        with pytest.raises(Overloaded) as refused:
+            await admission.acquire("c", 1)
+        assert refused.value.status_code == 429 and refused.value.code == "admission_queue_full"
+        assert refused.value.headers() == {"Retry-After": "1"}
+        admission.release("a", 4)
+        assert await asyncio.gather(*waiters) == [1, 1]
+        assert admission.used == 2 and admission.held == {"b": 2}
+
+    asyncio.run(scenario())
+
+
+def test_one_key_never_takes_more_than_its_share() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=8, max_waiting=8, max_wait_seconds=5, key_share=0.5)
+        assert await admission.acquire("greedy", 64) == 4  # alone, still only half: room for small ones
+        assert await admission.acquire("small", 1) == 1  # served at once while the huge call runs
+        # greedy asks again while small waits for nothing: greedy is at its share, so it waits
+        more = asyncio.create_task(admission.acquire("greedy", 64))
+        await asyncio.sleep(0)
+        assert not more.done()
+        admission.release("greedy", 4)
+        granted = await more
+        assert 1 <= granted <= 4 and admission.used <= 8
+        with pytest.raises(InvalidRequest):
+            await admission.acquire("plain", 9, exact=True)
+
+    asyncio.run(scenario())
+
+
+def test_freed_sequences_go_to_the_key_holding_fewest() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=2, max_waiting=8, max_wait_seconds=5, key_share=1.0)
+        assert await admission.acquire("a", 2) == 2
+        first_a = asyncio.create_task(admission.acquire("a", 1))
+        await asyncio.sleep(0)
+        then_b = asyncio.create_task(admission.acquire("b", 1))
+        await asyncio.sleep(0)
+        admission.release("a", 1)  # a holds 1, b holds 0: b goes first although a asked earlier
+        await asyncio.sleep(0.01)
+        assert then_b.done() and not first_a.done()
+        admission.release("a", 1)
+        assert await first_a == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_call_that_waits_too_long_is_a_429_and_leaves_nothing_behind() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=1, max_waiting=4, max_wait_seconds=0.05, key_share=1.0)
+        await admission.acquire("a", 1)
+        with pytest.raises(Overloaded) as refused:
+            await admission.acquire("b", 1)
+        assert refused.value.code == "admission_wait_timeout"
+        assert admission.waiting == [] and admission.held == {"a": 1}
+
+    asyncio.run(scenario())
