@@ -10,7 +10,8 @@ The unit is one engine sequence (a sample being generated). A call asks for `wan
 once if nobody waits and there is room, else it waits. Whenever sequences free up, the waiting call whose key
 holds the fewest sequences goes first (max-min fairness, FIFO among equals). No key may hold more than
 `key_share` of the capacity even when alone, nor more than capacity / active keys while others wait, so a small
-request never queues behind one huge call.
+request never queues behind one huge call. A plain OpenAI call must get all its `n` sequences at once (it
+waits for them); one wider than the whole capacity runs only when nothing else does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from service.runtime.errors import InvalidRequest, Overloaded
+from service.runtime.errors import Overloaded
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Admission:
         return max(limit, want) if exact else limit
 
     def _grantable(self, key: str, want: int, exact: bool) -> int:
+        if exact and want > self.capacity:  # wider than the whole engine: only when nothing else runs
+            return want if self.used == 0 else 0
         room = min(self.capacity - self.used, self._limit(key, want, exact) - self.held.get(key, 0))
         if exact:
             return want if room >= want else 0
@@ -68,12 +71,8 @@ class Admission:
     async def acquire(self, key: str, want: int, exact: bool = False, deadline: float | None = None) -> int:
         """Sequences granted to one call of `key` (between 1 and `want`; exactly `want` if `exact`).
         Raises Overloaded at once when the queue is full, or when the call waited too long."""
-        if want > self.capacity and exact:
-            raise InvalidRequest(
-                f"n may be at most {self.capacity} on this service (its engine sequences in flight).",
-                param="n",
-            )
-        want = min(want, self.capacity)
+        if not exact:
+            want = min(want, self.capacity)
         if not self.waiting:
             granted = self._grantable(key, want, exact)
             if granted:
