@@ -26,7 +26,7 @@ from service.runtime.engine import (
     count_prompt_tokens,
     generate,
 )
-from service.runtime.errors import BudgetExhausted
+from service.runtime.errors import BudgetExhausted, Rejected
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ class BudgetTracker:
         self._reserved_tokens = 0
         self._reserved_eflops = 0.0
         self._reserved_context = 0
+        self._granted_calls = 0
 
     # -- what is left -------------------------------------------------------------------------------------
     def remaining_tokens(self) -> int | None:
@@ -213,7 +214,15 @@ class BudgetTracker:
                 keep_samples,
                 lambda width, length: self._worst_eflops(prompt_tokens, width, length),
             )
-            reservation = await self.reserver.reserve(call, self.deadline)
+            try:
+                reservation = await self.reserver.reserve(call, self.deadline)
+            except Rejected as exc:
+                if self._granted_calls == 0:
+                    raise  # nothing of this request ran: the caller gets the 429 as it is
+                # mid-run, a refusal ends the run like an exhausted budget: the strategy answers with what it
+                # has, and the usage it reports is what the ledger was charged
+                raise BudgetExhausted(exc.message, param="budget") from exc
+            self._granted_calls += 1
             samples, max_tokens = reservation.samples, reservation.max_tokens
         return dataclasses.replace(spec, n=samples, max_tokens=max_tokens), reservation
 
