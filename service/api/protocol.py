@@ -92,13 +92,13 @@ class AnswerOptions(BaseModel):
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> AnswerOptions:
         if self.type == "regex":
-            import re
+            import regex  # the module the pattern runs in (with a time limit: verifiers/answers.py)
 
             if not self.pattern:
                 raise ValueError("answer.pattern is required when answer.type is 'regex'")
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
+                regex.compile(self.pattern)
+            except regex.error as exc:
                 raise ValueError(f"answer.pattern is not a valid regular expression: {exc}") from exc
         return self
 
