@@ -54,12 +54,25 @@ def parse_args(argv: list[str]) -> Settings:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
     from service.api.app import create_app
+    from service.api.middleware import RequestIdFilter
 
-    uvicorn.run(
-        create_app(settings),
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+
+    fatal: list[str] = []
+
+    def stop_for_restart(reason: str) -> None:
+        """The engine failed to start or died: stop serving (graceful, like SIGTERM) and exit non-zero below,
+        so systemd or Kubernetes restart the process (vLLM's own server does the same)."""
+        fatal.append(reason)
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(settings, on_fatal=stop_for_restart),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -68,6 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         # closes idle connections and never sends a request down one the service is closing.
         timeout_keep_alive=75,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        logging.getLogger("service").critical("exiting with status 1: the engine %s", fatal[0])
+        sys.exit(1)
 
 
 if __name__ == "__main__":

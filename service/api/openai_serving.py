@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from service.api.errors import error_body
+from service.api.errors import stream_error_body
 from service.api.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -35,7 +35,7 @@ from service.runtime.engine import (
     TokenLogprob,
     generate,
 )
-from service.runtime.errors import InvalidRequest, ServiceError
+from service.runtime.errors import InvalidRequest
 from strategies.selection import ranked
 
 Kind = Literal["chat", "text"]
@@ -349,8 +349,8 @@ async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]
             )
         if call.include_usage:
             yield _chunk(call, [], _usage(state.prompt_tokens, completion_tokens, state.cached_prompt_tokens))
-    except ServiceError as exc:
-        yield f"data: {json.dumps(error_body(exc.message, exc.error_type, exc.param, exc.status_code))}\n\n"
+    except Exception as exc:  # ours as they are; anything else logged, and generic for the client
+        yield f"data: {json.dumps(stream_error_body(exc))}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -374,8 +374,8 @@ async def stream_ttc(call: PreparedCall, state: ServiceState) -> AsyncIterator[s
                     yield ": keep-alive\n\n"
         try:
             solved = task.result()
-        except ServiceError as exc:
-            yield f"data: {json.dumps(error_body(exc.message, exc.error_type, exc.param, exc.status_code))}\n\n"
+        except Exception as exc:  # ours as they are; anything else logged, and generic for the client
+            yield f"data: {json.dumps(stream_error_body(exc))}\n\n"
             yield "data: [DONE]\n\n"
             return
         for index, text in enumerate(_ttc_texts(solved, call.spec.n)):

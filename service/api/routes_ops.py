@@ -13,9 +13,14 @@ from service.runtime.errors import EngineUnavailable
 router = APIRouter()
 
 
-@router.get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", summary="The process is up and its engine is not dead (503 once it failed)")
+async def healthz(state: StateDep) -> JSONResponse:
+    """200 while the engine loads and once it runs; 503 once it failed to start or died (the process then
+    exits, so the supervisor restarts it)."""
+    if state.failure is not None:
+        message = f"The engine {state.failure}"
+        return JSONResponse(error_body(message, "engine_unavailable", None, 503), status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after)")

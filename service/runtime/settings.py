@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     max_budget_seconds: float = Field(
         3600.0, gt=0, description="Largest seconds budget a request may ask for."
     )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is a 413 before it is parsed.",
+    )
     max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
     reward_model_hosts: list[str] = Field(
         ["127.0.0.1", "localhost", "[::1]"],
@@ -106,6 +111,17 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True,
         description="Send one request to the engine, and load the embedding model, before reporting ready.",
+    )
+    engine_check_seconds: float = Field(
+        1.0, gt=0, description="How often the engine's health is checked once it runs."
+    )
+    engine_dead_seconds: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "An engine that has failed every health check for this long is dead: /healthz turns 503 and the "
+            "process exits non-zero (also when the engine fails to start), so systemd or Kubernetes restart it."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests get to finish."
