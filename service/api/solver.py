@@ -160,7 +160,7 @@ async def solve(
             engine,
             budget,
             answer,
-            settings.reward_model_hosts,
+            settings.reward_models,
         )
         if options.verifier
         else None

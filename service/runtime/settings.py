@@ -9,10 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HardwareName = Literal["cpu", "h100", "h200", "b200", "a100"]
+
+
+class RewardModelEndpoint(BaseModel):
+    """One operator-registered reward model: requests name it, never give its address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(..., description="Base URL of the vLLM pooling server, e.g. http://127.0.0.1:8001.")
+    model: str = Field(..., min_length=1, description="The model name that server serves.")
+    mode: Literal["prm", "orm"] = Field("prm", description="prm: per-step token scores; orm: one score.")
 
 
 class Settings(BaseSettings):
@@ -83,11 +93,11 @@ class Settings(BaseSettings):
         description="Largest request body in bytes; a larger one is a 413 before it is parsed.",
     )
     max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
-    reward_model_hosts: list[str] = Field(
-        ["127.0.0.1", "localhost", "[::1]"],
+    reward_models: dict[str, RewardModelEndpoint] = Field(
+        default_factory=dict,
         description=(
-            "Hosts a request's `reward_model` verifier may call (JSON list); anything else is refused, so a "
-            "caller cannot make the service post to arbitrary addresses."
+            "Reward models a request's `reward_model` verifier may name (JSON: name -> {url, model, mode}); "
+            "callers name one and never give a URL, so they cannot make the service post anywhere else."
         ),
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for shared, durable state.")

@@ -100,7 +100,9 @@ async def measure(
             texts = [sample.text for sample in generation.samples]
             labels = [answers_equal(extract_answer(text, answer), reference, answer) for text in texts]
             verifier_options = {**options, "answer": reference} if verifier_name == "reference" else options
-            verifier = build_verifier(verifier_name, verifier_options, engine, budget, answer)
+            verifier = build_verifier(
+                verifier_name, verifier_options, engine, budget, answer, settings.reward_models
+            )
             scores = await verifier.score(question, texts)
             return count(labels, scores, threshold)
 
