@@ -390,6 +390,13 @@ class CalibrateVerifierRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="The verifier's options.")
     sampling: SamplingOptions = Field(default_factory=SamplingOptions, description="Sampling of candidates.")
     answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
+    budget: BudgetSpec | None = Field(
+        None,
+        description=(
+            "Caps on the whole measurement (samples and verifier calls); unset axes get the service's caps "
+            "(TTC_MAX_CALIBRATION_TOKENS, TTC_MAX_CALIBRATION_SECONDS), which the request cannot exceed."
+        ),
+    )
 
 
 class VerifierCalibrationOut(BaseModel):
@@ -412,4 +419,11 @@ class EngineCalibrationRequest(BaseModel):
     )
     max_tokens: list[Annotated[int, Field(ge=2, le=512)]] = Field(
         default_factory=lambda: [16, 64], min_length=1, max_length=4, description="Lengths of timed calls."
+    )
+    budget: BudgetSpec | None = Field(
+        None,
+        description=(
+            "Caps on the whole sweep; the sweep stops at the first call the budget cannot pay in full. Unset "
+            "axes get the service's caps (TTC_MAX_CALIBRATION_TOKENS, TTC_MAX_CALIBRATION_SECONDS)."
+        ),
     )

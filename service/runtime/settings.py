@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     corpus_max_batch: int = Field(2000, ge=1, description="Most documents one ingestion request may carry.")
     chunk_words: int = Field(150, ge=8, description="Words per chunk of a long document.")
     chunk_overlap: int = Field(30, ge=0, description="Words shared by neighbouring chunks.")
+    max_calibration_tokens: int = Field(
+        200_000,
+        ge=1,
+        description="Most completion tokens one calibration request (verifier or engine) may spend; also its default.",
+    )
+    max_calibration_seconds: float = Field(
+        900.0, gt=0, description="Longest one calibration request may run; also its default."
+    )
     # -- budget allocator (issue 5) ------------------------------------------------------------------------
     allocator_profile_dir: Path | None = Field(
         None,
