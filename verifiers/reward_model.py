@@ -14,7 +14,6 @@ a body that is not the JSON vLLM sends) is an UpstreamError (502) naming the reg
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ import httpx
 from pydantic import Field
 
 from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.errors import InvalidRequest, UpstreamError
 from service.runtime.settings import RewardModelEndpoint
 from verifiers.steps import StepOptions, aggregate, split_steps
@@ -163,7 +163,7 @@ class RewardModelVerifier:
             return []
         steps = [split_steps(text, self.options.delimiter) for text in candidates]
         async with httpx.AsyncClient(timeout=self.options.timeout) as http:
-            inputs = list(await asyncio.gather(*(self._render(http, question, each) for each in steps)))
+            inputs = list(await gather_or_cancel(*(self._render(http, question, each) for each in steps)))
             if self.endpoint.mode == "orm":
                 return [[score] for score in await self._orm_scores(http, inputs)]
             return await self._prm_scores(http, inputs)
