@@ -325,7 +325,11 @@ class CorpusCreate(BaseModel):
 
     name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
     embedding_model: str | None = Field(
-        None, description="Sentence-transformers model (default: the service's TTC_EMBEDDING_MODEL)."
+        None,
+        max_length=1000,
+        description=(
+            "Sentence-transformers model: TTC_EMBEDDING_MODEL (the default) or one listed in TTC_EMBEDDING_MODELS."
+        ),
     )
 
 

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2",
         description="Sentence-transformers model for corpora: the embedded all-MiniLM-L6-v2 or a local folder.",
     )
+    embedding_models: list[str] = Field(
+        [],
+        description=(
+            "Other embedding models a corpus may name (JSON list of local folders); TTC_EMBEDDING_MODEL is "
+            "always allowed, anything else is a 400."
+        ),
+    )
     corpus_max_batch: int = Field(2000, ge=1, description="Most documents one ingestion request may carry.")
     chunk_words: int = Field(150, ge=8, description="Words per chunk of a long document.")
     chunk_overlap: int = Field(30, ge=0, description="Words shared by neighbouring chunks.")
