@@ -111,7 +111,14 @@ def limits_of(budget: BudgetSpec | None, settings: Settings) -> tuple[BudgetLimi
 
 
 def check_context(engine: Engine, prompt: str, max_tokens: int, param: str) -> None:
-    """vLLM's rule: prompt plus max_tokens must fit in the context; a 400 rather than an engine error."""
+    """vLLM's rule: prompt plus max_tokens must fit in the context; a 400 rather than an engine error. A
+    prompt too long to fit whatever its tokens is refused before it is tokenised (on the event loop)."""
+    if len(prompt) > engine.max_model_len * engine.max_token_chars:
+        raise InvalidRequest(
+            f"This model's maximum context length is {engine.max_model_len} tokens; the prompt has "
+            f"{len(prompt)} characters, more than that many tokens can hold.",
+            param=param,
+        )
     prompt_tokens = count_prompt_tokens(engine, prompt)
     if prompt_tokens + max_tokens > engine.max_model_len:
         raise InvalidRequest(

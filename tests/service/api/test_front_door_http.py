@@ -126,3 +126,15 @@ def test_hostile_reference_answers_get_a_normal_answer(client: httpx.Client, ref
     assert response.status_code == 200, response.text
     calculator = client.post("/v1/solve", json={**body, "verifier": {"name": "calculator"}})
     assert calculator.status_code == 200, calculator.text
+
+
+def test_a_prompt_too_long_for_any_tokenisation_is_refused_before_tokenising(client: httpx.Client) -> None:
+    body = {"messages": [{"role": "user", "content": "word " * 600_000}], "max_tokens": 4}  # 3 MB
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        long = pool.submit(client.post, "/v1/chat/completions", json=body)
+        small = pool.submit(client.post, "/v1/chat/completions", json=SMALL_CHAT)
+        response = long.result()
+        assert response.status_code == 400 and "characters" in response.json()["error"]["message"]
+        assert time.monotonic() - started < 3.0
+        assert small.result().status_code == 200
