@@ -97,3 +97,10 @@ def test_an_exponential_pattern_times_out_to_no_answer_and_spends_the_allowance(
     assert spec.clock.left < PATTERN_ALLOWANCE_SECONDS
     ordinary = AnswerSpec("regex", r"answer: (\w+)")
     assert extract_answer("so the answer: Paris", ordinary) == "paris"
+
+
+def test_a_huge_latex_answer_is_compared_as_text_not_parsed() -> None:
+    huge = "\\frac{" + "1+" * 5000 + "1}{2}"
+    started = time.monotonic()
+    assert answers_equal(huge, huge, BOXED) and not answers_equal(huge, "\\frac{1}{2}", BOXED)
+    assert time.monotonic() - started < 1.0

@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from service.api.errors import stream_error_body
 from service.api.metrics import Metrics
-from service.api.middleware import BodyLimit, RequestContext, RequestIdFilter
+from service.api.middleware import BodyLimit, RequestContext, RequestIdFilter, request_id_var
+from service.runtime.errors import InvalidRequest
 
 
 async def broken(request: Request) -> JSONResponse:
@@ -65,3 +67,24 @@ def test_body_limit_counts_the_stream_and_replays_small_bodies() -> None:
 
     response = http.post("/echo", content=stream())  # chunked: no Content-Length
     assert response.status_code == 413 and response.json()["error"]["code"] == 413
+
+
+def test_a_streamed_error_event_hides_internals_but_keeps_our_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = request_id_var.set("s-7")
+    try:
+        with caplog.at_level(logging.ERROR):
+            body = stream_error_body(KeyError("secret-internal-detail"))
+    finally:
+        request_id_var.reset(token)
+    assert body["error"]["type"] == "internal_error" and body["request_id"] == "s-7"
+    assert "secret" not in str(body) and "KeyError" not in str(body)
+    assert "secret-internal-detail" in caplog.text  # the traceback is in the server's log
+    ours = stream_error_body(InvalidRequest("verifier.answer is missing", param="verifier.answer"))
+    assert ours["error"] == {
+        "message": "verifier.answer is missing",
+        "type": "invalid_request_error",
+        "param": "verifier.answer",
+        "code": 400,
+    }
