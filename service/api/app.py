@@ -60,9 +60,9 @@ async def start_engine(state: ServiceState, factory: EngineFactory, on_fatal: On
             await warm_embeddings()
     except Exception as exc:
         logger.exception("engine failed to start")
-        state.failure = f"failed to start: {exc!r}"
+        state.failure = "failed to start"  # what clients see; the reason is in the log, not in responses
         if on_fatal is not None:
-            on_fatal(state.failure)
+            on_fatal(f"failed to start: {exc!r}")
         return
     state.hardware = hardware
     state.engine = engine
@@ -89,11 +89,11 @@ async def watch_engine(state: ServiceState, engine: Engine, on_fatal: OnFatal | 
             failing_since = now if failing_since is None else failing_since
             logger.warning("engine health check failed: %r", exc)
             if now - failing_since >= settings.engine_dead_seconds:
-                state.failure = f"died: {exc!r}"
+                state.failure = "died"
                 state.metrics.ready.set(0)
                 logger.critical("the engine is dead (%r); stopping so the supervisor restarts us", exc)
                 if on_fatal is not None:
-                    on_fatal(state.failure)
+                    on_fatal(f"died: {exc!r}")
                 return
         else:
             failing_since = None

@@ -40,7 +40,11 @@ class ServiceState:
         if self.draining:
             raise EngineUnavailable("The service is shutting down.")
         if self.engine is None or self.hardware is None:
-            reason = f"The engine {self.failure}" if self.failure else "The engine is starting."
+            reason = (
+                f"The engine {self.failure}; the server's log has the reason."
+                if self.failure
+                else "The engine is starting."
+            )
             raise EngineUnavailable(reason)
         return self.engine, self.hardware
 
