@@ -31,7 +31,10 @@ def parse_args(argv: list[str]) -> Settings:
     )
     parser.add_argument("--served-model-name", default=defaults.served_model_name, help="name in /v1/models")
     parser.add_argument(
-        "--engine", choices=["inprocess", "remote"], default=defaults.engine, help="engine backend"
+        "--engine",
+        choices=["inprocess", "remote", "none"],
+        default=defaults.engine,
+        help="engine backend (none: corpora and retrieval only)",
     )
     parser.add_argument(
         "--engine-url", default=defaults.engine_url, help="OpenAI-compatible server for --engine remote"

@@ -47,6 +47,9 @@ async def start_engine(state: ServiceState, factory: EngineFactory, on_fatal: On
     it. A failure to start or a dead engine is fatal: /healthz turns 503 and `on_fatal` (python -m service:
     stop the server, exit non-zero) lets the supervisor restart the process."""
     settings = state.settings
+    if settings.engine == "none":
+        logger.info("no engine (TTC_ENGINE=none): serving corpora and retrieval only")
+        return
     try:
         model_path = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
         hardware = await asyncio.to_thread(load_hardware, settings.hardware, settings.model_cache_dir)

@@ -39,6 +39,8 @@ class ServiceState:
     def require_engine(self) -> tuple[Engine, Hardware]:
         if self.draining:
             raise EngineUnavailable("The service is shutting down.")
+        if self.settings.engine == "none":
+            raise EngineUnavailable("This service runs without an engine (TTC_ENGINE=none).")
         if self.engine is None or self.hardware is None:
             reason = (
                 f"The engine {self.failure}; the server's log has the reason."

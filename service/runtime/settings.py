@@ -44,7 +44,10 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "ttc-service",
         description="Where the embedded model is converted to once, and measured profiles are kept.",
     )
-    engine: Literal["inprocess", "remote"] = Field("inprocess", description="Which engine backs the service.")
+    engine: Literal["inprocess", "remote", "none"] = Field(
+        "inprocess",
+        description="Which engine backs the service; `none` serves corpora and retrieval only (no engine to die).",
+    )
     engine_url: str = Field(
         "http://127.0.0.1:8100", description="Base URL of the OpenAI-compatible server for --engine remote."
     )

@@ -21,11 +21,11 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
+ENGINELESS = ("--engine", "none")
 
 
 def start_light_service(tmp: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    """A service process without an engine (remote engine on a dead port): corpora only, starts in seconds."""
+    """A service process without an engine (`--engine none`): corpora only, starts in seconds."""
     return start_service(tmp, *ENGINELESS, env=env, ready_path="/healthz", timeout=120)
 
 
