@@ -24,7 +24,7 @@ from service.api.protocol import (
     TTCReport,
     new_id,
 )
-from service.api.solver import Solved, check_context, question_of, render, solve
+from service.api.solver import Solved, check_context, check_prompt_length, question_of, render, solve
 from service.api.state import ServiceState, cancel_on_disconnect
 from service.runtime.engine import (
     Delta,
@@ -80,6 +80,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
     _check_model(body.model, engine)
     prompt = render(engine, body.messages)
     limit = body.completion_limit()
+    check_prompt_length(engine, prompt, "messages")  # before the tokenisation just below
     default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
     max_tokens = limit or default_limit
     check_context(engine, prompt, max_tokens, "max_tokens")

@@ -134,5 +134,5 @@ def test_a_prompt_too_long_for_any_tokenisation_is_refused_before_tokenising(cli
         small = pool.submit(client.post, "/v1/chat/completions", json=SMALL_CHAT)
         response = long.result()
         assert response.status_code == 400 and "characters" in response.json()["error"]["message"]
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 1.0
         assert small.result().status_code == 200
