@@ -49,7 +49,7 @@ WORDS = [
 
 
 # A service whose engine points nowhere: corpora work, no model is loaded (so wait on /healthz, not /readyz).
-ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
+ENGINELESS = ("--engine", "none")
 
 
 def synthetic(rng: random.Random, index: int) -> dict[str, str]:

@@ -32,7 +32,10 @@ def parse_args(argv: list[str]) -> Settings:
     )
     parser.add_argument("--served-model-name", default=defaults.served_model_name, help="name in /v1/models")
     parser.add_argument(
-        "--engine", choices=["inprocess", "remote"], default=defaults.engine, help="engine backend"
+        "--engine",
+        choices=["inprocess", "remote", "none"],
+        default=defaults.engine,
+        help="engine backend (none: corpora and retrieval only)",
     )
     parser.add_argument(
         "--engine-url", default=defaults.engine_url, help="OpenAI-compatible server for --engine remote"
@@ -95,7 +98,8 @@ def refusal(settings: Settings) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
     reason = refusal(settings)
     if reason is not None:
@@ -103,9 +107,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"python -m service: {reason}", file=sys.stderr)
         sys.exit(2)
     from service.api.app import create_app
+    from service.api.middleware import RequestIdFilter
 
-    uvicorn.run(
-        create_app(settings),
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+
+    fatal: list[str] = []
+
+    def stop_for_restart(reason: str) -> None:
+        """The engine failed to start or died: stop serving (graceful, like SIGTERM) and exit non-zero below,
+        so systemd or Kubernetes restart the process (vLLM's own server does the same)."""
+        fatal.append(reason)
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(settings, on_fatal=stop_for_restart),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -114,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         # closes idle connections and never sends a request down one the service is closing.
         timeout_keep_alive=75,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        logging.getLogger("service").critical("exiting with status 1: the engine %s", fatal[0])
+        sys.exit(1)
 
 
 if __name__ == "__main__":

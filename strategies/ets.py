@@ -166,10 +166,10 @@ async def choose(problem: Selection, seconds: float) -> tuple[list[bool], float,
     except Exception as exc:  # a timeout or any solver failure: the greedy answer is good enough
         logger.warning("ETS selection fell back to greedy: %r", exc)
         keep = None
-    elapsed = time.monotonic() - started
     if keep is None:
-        return solve_greedy(problem), elapsed, True
-    return keep, elapsed, False
+        greedy = await asyncio.to_thread(solve_greedy, problem)  # O(width * k^2) objective evaluations
+        return greedy, time.monotonic() - started, True
+    return keep, time.monotonic() - started, False
 
 
 def build_selection(
@@ -207,8 +207,12 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         if len(open_nodes) == 1:
             return [(open_nodes[0], width)]
         vectors = await embed_async([node.text for node in open_nodes])
-        clusters = average_linkage_clusters(vectors, params.cluster_threshold)
-        problem = build_selection(search.tree, open_nodes, clusters, width, params)
+
+        def selection() -> Selection:  # clustering is O(k^3): a worker thread, never the event loop
+            clusters = average_linkage_clusters(vectors, params.cluster_threshold)
+            return build_selection(search.tree, open_nodes, clusters, width, params)
+
+        problem = await asyncio.to_thread(selection)
         keep, seconds, fell_back = await choose(problem, params.solver_seconds)
         search.stats.lp_seconds.append(seconds)
         search.stats.lp_fallbacks += int(fell_back)

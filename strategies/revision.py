@@ -12,7 +12,6 @@ the oldest drops out of the prompt and only the question's prefix stays cached f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
@@ -22,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.engine import Engine, count_prompt_tokens
 from service.runtime.errors import BudgetExhausted, InvalidRequest
 from strategies.base import Candidate, Result, Task, parse_params
@@ -159,7 +159,7 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         raise InvalidRequest(f"selection {selection!r} needs a verifier.", param="params.selection")
     chains, depth = plan(task, engine, budget, params)
     template = turn_template(engine)
-    runs = await asyncio.gather(
+    runs = await gather_or_cancel(
         *(
             run_chain(task, engine, verifier, budget, params, depth, chain, template)
             for chain in range(chains)

@@ -40,23 +40,32 @@ def average_linkage_clusters(vectors: Matrix, threshold: float = 0.05) -> list[i
     count = len(vectors)
     if count == 0:
         return []
-    distances = cosine_distances(vectors)
-    clusters: list[list[int]] = [[index] for index in range(count)]
-    while len(clusters) > 1:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                mean = float(distances[np.ix_(clusters[a], clusters[b])].mean())
-                if best is None or mean < best[0]:
-                    best = (mean, a, b)
-        assert best is not None
-        if best[0] > threshold:
+    # Cluster-to-cluster mean distances, updated per merge (Lance-Williams: the merged cluster's mean distance
+    # to k is the size-weighted mean of its parts'), so a merge costs O(k^2) numpy work, not O(k^2) slices.
+    between = cosine_distances(vectors)
+    np.fill_diagonal(between, np.inf)
+    between[np.tril_indices(count)] = np.inf  # only a < b is a candidate pair (first minimum = old order)
+    full = cosine_distances(vectors)
+    sizes = np.ones(count)
+    members: list[list[int]] = [[index] for index in range(count)]
+    active = np.ones(count, dtype=bool)
+    while active.sum() > 1:
+        a, b = divmod(int(np.argmin(between)), count)
+        if not np.isfinite(between[a, b]) or between[a, b] > threshold:
             break
-        _, a, b = best
-        clusters[a] = clusters[a] + clusters[b]
-        del clusters[b]
+        merged = (sizes[a] * full[a] + sizes[b] * full[b]) / (sizes[a] + sizes[b])
+        full[a, :] = merged
+        full[:, a] = merged
+        sizes[a] += sizes[b]
+        members[a] += members[b]
+        active[b] = False
+        between[b, :] = np.inf
+        between[:, b] = np.inf
+        between[a, a + 1 :] = np.where(active[a + 1 :], full[a, a + 1 :], np.inf)
+        between[:a, a] = np.where(active[:a], full[:a, a], np.inf)
+    clusters = [members[int(index)] for index in np.flatnonzero(active)]
     labels = [0] * count
-    for label, members in enumerate(sorted(clusters, key=min)):
-        for member in members:
+    for label, group in enumerate(sorted(clusters, key=min)):
+        for member in group:
             labels[member] = label
     return labels

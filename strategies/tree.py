@@ -3,7 +3,7 @@
 A node is one reasoning step: the tokens the model wrote after its parent until the step delimiter (a blank
 line by default, used as a stop string), an answer marker, or EOS. A node is continued from its exact token
 sequence (prompt ids + the ids of every step on its path), so sibling branches share their prefix token for
-token in vLLM's prefix cache. Every frontier node of a depth is expanded in one `asyncio.gather`, one engine
+token in vLLM's prefix cache. Every frontier node of a depth is expanded in one `gather_or_cancel` (a TaskGroup), one engine
 call per node with `n` = its child count.
 
 Strategies differ only in their `Planner`: given the scored children of a depth, which nodes to continue and
@@ -13,7 +13,6 @@ tokens of the live tree, prompt included), progress events, and the final weight
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import re
@@ -25,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.cost import decode_eflops, prefill_eflops
 from service.runtime.engine import Engine, Generation, Sample
 from service.runtime.errors import BudgetExhausted, InvalidRequest
@@ -208,7 +208,7 @@ async def expand(search: Search, allocation: Allocation) -> list[Node]:
         return node, generation, len(sequence)
 
     started = time.monotonic()
-    results = await asyncio.gather(*(grow(node, count) for node, count in allocation if count > 0))
+    results = await gather_or_cancel(*(grow(node, count) for node, count in allocation if count > 0))
     search.stats.step_seconds.append(time.monotonic() - started)
     if all(generation is None for _, generation, _ in results):
         raise BudgetExhausted("The budget left cannot pay for another search step.", param="budget")

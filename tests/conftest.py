@@ -4,6 +4,7 @@ process group (loadtests/harness.py), so stopping one also stops its engine core
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -12,9 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.harness import start_ready_service, stop
+from loadtests.harness import free_port, start_ready_service, stop
 
 STARTUP_SECONDS = 600
+
+# Reward models the session's service has registered (TTC_REWARD_MODELS): the tests that need one start
+# their server on its port (tests/verifiers/test_reward_model.py: a real pooling server for "prm", a tiny
+# server answering garbage for "garbage"), so one service process serves them all.
+REWARD_MODEL_PORTS = {"prm": free_port(), "garbage": free_port()}
+SESSION_REWARD_MODELS = {
+    "prm": {"url": f"http://127.0.0.1:{REWARD_MODEL_PORTS['prm']}", "model": "prm", "mode": "prm"},
+    "garbage": {"url": f"http://127.0.0.1:{REWARD_MODEL_PORTS['garbage']}", "model": "x", "mode": "prm"},
+}
 
 
 def start_service(
@@ -32,7 +42,8 @@ def start_service(
 def service_process(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    url, process = start_service(tmp_path_factory.mktemp("service"))
+    env = {"TTC_REWARD_MODELS": json.dumps(SESSION_REWARD_MODELS)}
+    url, process = start_service(tmp_path_factory.mktemp("service"), env=env)
     yield url, process
     stop(process)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from typing import Any
 
 from service.runtime.budget import BudgetTracker
 from service.runtime.engine import Engine
 from service.runtime.errors import InvalidRequest
+from service.runtime.settings import RewardModelEndpoint
 from verifiers.answers import AnswerSpec
 from verifiers.base import Verifier
 from verifiers.calculator import CalculatorOptions, CalculatorVerifier
@@ -26,7 +27,7 @@ def build_verifier(
     engine: Engine,
     budget: BudgetTracker,
     answer: AnswerSpec,
-    reward_model_hosts: Collection[str] = ("127.0.0.1", "localhost", "[::1]"),
+    reward_models: Mapping[str, RewardModelEndpoint] | None = None,
 ) -> Verifier:
     """The named verifier with the request's options; a clear 400 for unknown names or options."""
     if name == "reference":
@@ -55,13 +56,15 @@ def build_verifier(
         return CalculatorVerifier(parse_options(CalculatorOptions, options, name))
     if name == "reward_model":
         reward_options = parse_options(RewardModelOptions, options, name)
-        if reward_options.url.host not in reward_model_hosts:
+        registered = reward_models or {}
+        endpoint = registered.get(reward_options.model)
+        if endpoint is None:
+            known = ", ".join(sorted(registered)) or "none (the operator registers them in TTC_REWARD_MODELS)"
             raise InvalidRequest(
-                f"verifier.url: host {reward_options.url.host!r} is not allowed; the service may call: "
-                f"{', '.join(reward_model_hosts)} (setting TTC_REWARD_MODEL_HOSTS).",
-                param="verifier.url",
+                f"Unknown reward model {reward_options.model!r}; the registered ones are: {known}.",
+                param="verifier.model",
             )
-        return RewardModelVerifier(reward_options, budget)
+        return RewardModelVerifier(reward_options, endpoint, budget)
     raise InvalidRequest(
         f"Unknown verifier {name!r}; the verifiers are: {', '.join(VERIFIER_NAMES)}.", param="verifier.name"
     )

@@ -2,27 +2,62 @@
 
 Numbers are handled here exactly (commas, signs, decimals, simple fractions); LaTeX answers such as
 `\\boxed{\\frac{1}{2}}` go to math-verify, which knows that it equals 0.5.
+
+Everything here reads model output, so nothing here may raise on it or run long: a number of more than
+MAX_NUMBER_DIGITS digits is no number, and the caller's `answer.pattern` runs in the `regex` module with a
+time limit per match and a time allowance per request (a pattern such as `(a|aa)+$` backtracks exponentially
+in `re`); past either, the candidate simply has no answer.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
+
+import regex
 
 AnswerType = Literal["number", "boxed", "text", "regex"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _FINAL_MARKERS = re.compile(r"(?:####|final answer is|answer is|answer:)\s*", re.IGNORECASE)
 
+MAX_NUMBER_DIGITS = 200  # longer digit strings are not answers (and would cost quadratic int conversion)
+MAX_PATTERN_TEXT_CHARS = 32_000  # a caller's pattern sees at most the last this many characters
+PATTERN_TIMEOUT_SECONDS = 0.05  # one search with the caller's pattern
+PATTERN_ALLOWANCE_SECONDS = 0.5  # all searches with the caller's pattern for one request together
+
+
+class PatternClock:
+    """The time one request's `answer.pattern` has used so far; once the allowance is spent, the pattern
+    finds nothing (so 256 candidates cannot each use the whole per-search limit)."""
+
+    def __init__(self, allowance: float = PATTERN_ALLOWANCE_SECONDS) -> None:
+        self.left = allowance
+
+    def search(self, pattern: str, text: str) -> list[regex.Match[str]]:
+        if self.left <= 0:
+            return []
+        started = time.monotonic()
+        try:
+            timeout = min(PATTERN_TIMEOUT_SECONDS, self.left)
+            return list(regex.finditer(pattern, text[-MAX_PATTERN_TEXT_CHARS:], timeout=timeout))
+        except (TimeoutError, regex.error):
+            return []
+        finally:
+            self.left -= time.monotonic() - started
+
 
 @dataclass(frozen=True)
 class AnswerSpec:
-    """How to read the final answer out of a candidate's text."""
+    """How to read the final answer out of a candidate's text (one per request: `clock` is its pattern's
+    time allowance)."""
 
     type: AnswerType = "number"
     pattern: str | None = None
+    clock: PatternClock = field(default_factory=PatternClock, compare=False, repr=False)
 
 
 def _last_boxed(text: str) -> str | None:
@@ -57,6 +92,8 @@ def _number(text: str) -> str | None:
 def normalize_number(raw: str) -> str | None:
     """'1,000.50' -> '1000.5', '3/6' -> '1/2', '-0' -> '0'; None if it is not a number."""
     cleaned = raw.replace(",", "").strip().rstrip(".")
+    if sum(character.isdigit() for character in cleaned) > MAX_NUMBER_DIGITS:
+        return None
     try:
         value = Fraction(cleaned)
     except (ValueError, ZeroDivisionError):
@@ -86,7 +123,7 @@ def extract_answer(text: str, spec: AnswerSpec) -> str | None:
     if spec.type == "regex":
         if not spec.pattern:
             return None
-        matches = list(re.finditer(spec.pattern, text))
+        matches = spec.clock.search(spec.pattern, text)
         if not matches:
             return None
         last = matches[-1]
@@ -110,7 +147,12 @@ def answers_equal(candidate: str | None, reference: str, spec: AnswerSpec) -> bo
     return normalize_text(candidate) == normalize_text(reference)
 
 
+MAX_LATEX_CHARS = 1000  # longer answers are compared as text: sympy parsing them could take seconds
+
+
 def _latex_equal(candidate: str, reference: str) -> bool:
+    if max(len(candidate), len(reference)) > MAX_LATEX_CHARS:
+        return normalize_text(candidate) == normalize_text(reference)
     from math_verify import parse, verify
 
     try:

@@ -6,10 +6,16 @@ without any equation is neutral.
 It is a real but imperfect process verifier: right arithmetic can still be the wrong reasoning, and a
 solution without equations tells it nothing. `loadtests/calculator_verifier.py` measures how imperfect
 (completeness and soundness, stored in `verifiers/calibration/calculator.json`).
+
+It reads model output, so it is bounded and never raises on it: numbers of more than MAX_DIGITS digits,
+nesting deeper than MAX_DEPTH, expressions longer than MAX_EXPRESSION_TOKENS and results beyond MAX_BITS
+are not checked (such a step is neutral), and only the first MAX_TEXT_CHARS characters of a step are read.
+Scoring runs in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +27,11 @@ from pydantic import Field, model_validator
 from verifiers.steps import StepOptions, aggregate, split_steps
 
 MAX_EXPONENT = 64
+MAX_DIGITS = 100  # a literal with more digits is not arithmetic a step checks
+MAX_DEPTH = 32  # parentheses nested deeper end the expression (the parser recurses per level)
+MAX_EXPRESSION_TOKENS = 128  # a side of an equation longer than this is not checked
+MAX_BITS = 4096  # an intermediate value larger than 2**MAX_BITS is undefined (no huge-number arithmetic)
+MAX_TEXT_CHARS = 20_000  # the part of one step that is read
 
 # One alternative per token kind; "other" is anything that ends an arithmetic run (words, colons, `**`...).
 TOKEN = re.compile(
@@ -102,6 +113,7 @@ class _Parser:
         self.at = 0
         self.has_operator = False
         self.undefined = False
+        self.depth = 0
 
     def peek(self) -> Token | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -146,6 +158,14 @@ class _Parser:
                 value = value / right
             else:
                 value = value * right
+            value = self.bounded(value)
+        return value
+
+    def bounded(self, value: Fraction) -> Fraction:
+        """The value, or 1 marked undefined once it outgrows MAX_BITS (products of long chains)."""
+        if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_BITS:
+            self.undefined = True
+            return Fraction(1)
         return value
 
     def unary(self) -> Fraction:
@@ -166,6 +186,10 @@ class _Parser:
         if exponent.denominator != 1 or abs(exponent) > MAX_EXPONENT or (base == 0 and exponent < 0):
             self.undefined = True
             return Fraction(1)
+        size = max(base.numerator.bit_length(), base.denominator.bit_length())
+        if size * abs(exponent.numerator) > MAX_BITS:
+            self.undefined = True
+            return Fraction(1)
         return Fraction(base**exponent.numerator)
 
     def postfix(self) -> Fraction:
@@ -179,18 +203,25 @@ class _Parser:
     def atom(self) -> Fraction:
         token = self.take()
         if token.kind == "number":
-            return Fraction(token.text.replace(",", ""))
+            digits = token.text.replace(",", "")
+            if len(digits) > MAX_DIGITS:
+                raise ParseError("number too long")
+            return Fraction(digits)
         if token.kind == "open":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ParseError("nested too deeply")
             value = self.sum()
             if self.take().kind != "close":
                 raise ParseError("unbalanced parenthesis")
+            self.depth -= 1
             return value
         raise ParseError(f"unexpected {token.text!r}")
 
 
 def parse_expression(tokens: Sequence[Token]) -> Expression | None:
-    """The expression the tokens spell, or None if they do not spell one."""
-    if not tokens:
+    """The expression the tokens spell, or None if they do not spell one (or one too big to check)."""
+    if not tokens or len(tokens) > MAX_EXPRESSION_TOKENS:
         return None
     parser = _Parser(tokens)
     try:
@@ -205,7 +236,7 @@ def parse_expression(tokens: Sequence[Token]) -> Expression | None:
 
 
 def longest_prefix(tokens: Sequence[Token]) -> tuple[Expression | None, int]:
-    for end in range(len(tokens), 0, -1):
+    for end in range(min(len(tokens), MAX_EXPRESSION_TOKENS), 0, -1):
         expression = parse_expression(tokens[:end])
         if expression is not None:
             return expression, end
@@ -213,7 +244,7 @@ def longest_prefix(tokens: Sequence[Token]) -> tuple[Expression | None, int]:
 
 
 def longest_suffix(tokens: Sequence[Token]) -> tuple[Expression | None, int]:
-    for start in range(len(tokens)):
+    for start in range(max(0, len(tokens) - MAX_EXPRESSION_TOKENS), len(tokens)):
         expression = parse_expression(tokens[start:])
         if expression is not None:
             return expression, start
@@ -282,7 +313,7 @@ def sides_agree(left: Expression, right: Expression, rounding: bool) -> bool:
 def check_equations(text: str, rounding: bool = True) -> list[EquationCheck]:
     """Each equation of the text with whether every `=` in it holds."""
     checks = []
-    for sides in find_equations(text):
+    for sides in find_equations(text[:MAX_TEXT_CHARS]):
         correct = all(sides_agree(a, b, rounding) for a, b in pairwise(sides))
         checks.append(EquationCheck(" = ".join(side.text for side in sides), correct))
     return checks
@@ -320,5 +351,8 @@ class CalculatorVerifier:
         scores = [self.step_score(step) for step in steps]
         return aggregate(scores, self.options.aggregate, self.options.neutral_score)
 
-    async def score(self, question: str, candidates: Sequence[str]) -> list[float]:
+    def scores_now(self, candidates: Sequence[str]) -> list[float]:
         return [self.candidate_score(text) for text in candidates]
+
+    async def score(self, question: str, candidates: Sequence[str]) -> list[float]:
+        return await asyncio.to_thread(self.scores_now, candidates)

@@ -5,11 +5,11 @@ candidates (all judged in parallel), charged to the request's budget as verifier
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 
 from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.engine import Engine, SamplingSpec, TokenLogprob
 
 JUDGE_INSTRUCTION = (
@@ -58,4 +58,4 @@ class JudgeVerifier:
         return yes_probability(logprobs[0] if logprobs else None)
 
     async def score(self, question: str, candidates: Sequence[str]) -> list[float]:
-        return list(await asyncio.gather(*(self._score_one(question, text) for text in candidates)))
+        return list(await gather_or_cancel(*(self._score_one(question, text) for text in candidates)))

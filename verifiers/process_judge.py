@@ -7,12 +7,12 @@ charged to the request's budget as verifier calls.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from pydantic import Field
 
 from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.engine import Engine, SamplingSpec
 from verifiers.judge import TOP_LOGPROBS, yes_probability
 from verifiers.steps import StepOptions, aggregate, split_steps
@@ -69,5 +69,5 @@ class ProcessJudgeVerifier:
             for steps, indexes in zip(split, judged, strict=True)
             for index in indexes
         ]
-        flat = iter(await asyncio.gather(*calls))
+        flat = iter(await gather_or_cancel(*calls))
         return [aggregate([next(flat) for _ in indexes], self.options.aggregate) for indexes in judged]

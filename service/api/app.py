@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from service.api.auth import require_admin, require_user
 from service.api.errors import install_error_handlers
+from service.api.middleware import BodyLimit, RequestContext
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
 from service.api.routes_keys import router as keys_router
@@ -31,6 +32,7 @@ from service.store.keys import KeyStore, QuotaLedger
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Settings, str], Engine]
+OnFatal = Callable[[str], None]
 
 
 def build_engine(settings: Settings, model_path: str) -> Engine:
@@ -43,9 +45,14 @@ def build_engine(settings: Settings, model_path: str) -> Engine:
     return InProcessEngine(settings, model_path)
 
 
-async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
-    """Load the model and engine off the event loop (so /healthz answers meanwhile), then warm it up."""
+async def start_engine(state: ServiceState, factory: EngineFactory, on_fatal: OnFatal | None = None) -> None:
+    """Load the model and engine off the event loop (so /healthz answers meanwhile), warm it up, then watch
+    it. A failure to start or a dead engine is fatal: /healthz turns 503 and `on_fatal` (python -m service:
+    stop the server, exit non-zero) lets the supervisor restart the process."""
     settings = state.settings
+    if settings.engine == "none":
+        logger.info("no engine (TTC_ENGINE=none): serving corpora and retrieval only")
+        return
     try:
         model_path = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
         hardware = await asyncio.to_thread(load_hardware, settings.hardware, settings.model_cache_dir)
@@ -59,7 +66,9 @@ async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
             await warm_embeddings()
     except Exception as exc:
         logger.exception("engine failed to start")
-        state.failure = repr(exc)
+        state.failure = "failed to start"  # what clients see; the reason is in the log, not in responses
+        if on_fatal is not None:
+            on_fatal(f"failed to start: {exc!r}")
         return
     state.hardware = hardware
     state.engine = engine
@@ -68,6 +77,32 @@ async def start_engine(state: ServiceState, factory: EngineFactory) -> None:
     logger.info(
         "engine ready: %s (hardware %s, I = %.1f)", engine.model_name, hardware.name, hardware.intensity
     )
+    await watch_engine(state, engine, on_fatal)
+
+
+async def watch_engine(state: ServiceState, engine: Engine, on_fatal: OnFatal | None) -> None:
+    """Ask the engine for its health every `engine_check_seconds`; once it has failed every check for
+    `engine_dead_seconds` it is dead (vLLM's core process died, or the remote server is gone): say so on
+    /healthz and /readyz, and hand over to `on_fatal`. A remote blip shorter than that is survived."""
+    settings = state.settings
+    failing_since: float | None = None
+    while True:
+        await asyncio.sleep(settings.engine_check_seconds)
+        try:
+            await asyncio.wait_for(engine.check_health(), timeout=max(settings.engine_check_seconds, 5.0))
+        except Exception as exc:
+            now = asyncio.get_running_loop().time()
+            failing_since = now if failing_since is None else failing_since
+            logger.warning("engine health check failed: %r", exc)
+            if now - failing_since >= settings.engine_dead_seconds:
+                state.failure = "died"
+                state.metrics.ready.set(0)
+                logger.critical("the engine is dead (%r); stopping so the supervisor restarts us", exc)
+                if on_fatal is not None:
+                    on_fatal(f"died: {exc!r}")
+                return
+        else:
+            failing_since = None
 
 
 async def warm_embeddings() -> None:
@@ -100,12 +135,16 @@ def stop_child_processes(grace_seconds: float = 5.0) -> None:
             child.kill()
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+def create_app(
+    settings: Settings, engine_factory: EngineFactory = build_engine, on_fatal: OnFatal | None = None
+) -> FastAPI:
+    """The app. `on_fatal(reason)` is called once when the engine fails to start or dies (python -m service
+    stops the server and exits non-zero); without it the process stays up with /healthz failing."""
     state = ServiceState(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.create_task(start_engine(state, engine_factory))
+        loader = asyncio.create_task(start_engine(state, engine_factory, on_fatal))
         redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_seconds,
@@ -138,6 +177,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     )
     app.state.service = state
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=state.metrics)  # added last: outermost
     app.include_router(ops_router)  # /healthz, /readyz, /metrics stay open
     user, admin = [Depends(require_user)], [Depends(require_admin)]
     app.include_router(solve_router, dependencies=user)

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.middleware import current_request_id
 from service.runtime.errors import Rejected, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,23 @@ logger = logging.getLogger(__name__)
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    """OpenAI's error object, plus the request's id beside it (the same as the X-Request-Id header)."""
+    body: dict[str, Any] = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    request_id = current_request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def stream_error_body(exc: Exception) -> dict[str, Any]:
+    """The error event of a response that is already streaming: ours as they are; anything else is logged
+    with its traceback here and reaches the client as a generic 500 that names only the request id."""
+    if isinstance(exc, ServiceError):
+        return error_body(exc.message, exc.error_type, exc.param, exc.status_code)
+    logger.error("unexpected error while streaming", exc_info=exc)
+    return error_body(
+        f"Internal error; it has been logged as {current_request_id()}.", "internal_error", None, 500
+    )
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -80,5 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error", exc_info=exc)
         return JSONResponse(
-            error_body("Internal error; it has been logged.", "internal_error", None, 500), status_code=500
+            error_body(
+                f"Internal error; it has been logged as {current_request_id()}.", "internal_error", None, 500
+            ),
+            status_code=500,
         )

@@ -16,8 +16,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
             "ttc_http_requests",
-            "HTTP requests by route and status code.",
-            ["route", "code"],
+            "HTTP requests by method, route template and status code (every route, OpenAI ones included).",
+            ["method", "route", "code"],
             registry=self.registry,
         )
         self.solves = Counter(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from service.api.errors import error_body
+from service.api.errors import stream_error_body
 from service.api.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -24,7 +24,15 @@ from service.api.protocol import (
     TTCReport,
     new_id,
 )
-from service.api.solver import Solved, check_context, plain_budget, question_of, render, solve
+from service.api.solver import (
+    Solved,
+    check_context,
+    check_prompt_length,
+    plain_budget,
+    question_of,
+    render,
+    solve,
+)
 from service.api.state import ServiceState, cancel_on_disconnect
 from service.api.tenancy import Tenant
 from service.runtime.engine import (
@@ -35,7 +43,7 @@ from service.runtime.engine import (
     StreamState,
     TokenLogprob,
 )
-from service.runtime.errors import InvalidRequest, ServiceError
+from service.runtime.errors import InvalidRequest
 from strategies.selection import ranked
 
 Kind = Literal["chat", "text"]
@@ -80,6 +88,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
     _check_model(body.model, engine)
     prompt = render(engine, body.messages)
     limit = body.completion_limit()
+    check_prompt_length(engine, prompt, "messages")  # before the tokenisation just below
     default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
     max_tokens = limit or default_limit
     check_context(engine, prompt, max_tokens, "max_tokens")
@@ -391,8 +400,8 @@ async def stream_plain(
             )
         if call.include_usage:
             yield _chunk(call, [], _usage(state.prompt_tokens, completion_tokens, state.cached_prompt_tokens))
-    except ServiceError as exc:
-        yield f"data: {json.dumps(error_body(exc.message, exc.error_type, exc.param, exc.status_code))}\n\n"
+    except Exception as exc:  # ours as they are; anything else logged, and generic for the client
+        yield f"data: {json.dumps(stream_error_body(exc))}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -416,8 +425,8 @@ async def stream_ttc(call: PreparedCall, state: ServiceState, tenant: Tenant) ->
                     yield ": keep-alive\n\n"
         try:
             solved = task.result()
-        except ServiceError as exc:
-            yield f"data: {json.dumps(error_body(exc.message, exc.error_type, exc.param, exc.status_code))}\n\n"
+        except Exception as exc:  # ours as they are; anything else logged, and generic for the client
+            yield f"data: {json.dumps(stream_error_body(exc))}\n\n"
             yield "data: [DONE]\n\n"
             return
         for index, text in enumerate(_ttc_texts(solved, call.spec.n)):

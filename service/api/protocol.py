@@ -92,13 +92,13 @@ class AnswerOptions(BaseModel):
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> AnswerOptions:
         if self.type == "regex":
-            import re
+            import regex  # the module the pattern runs in (with a time limit: verifiers/answers.py)
 
             if not self.pattern:
                 raise ValueError("answer.pattern is required when answer.type is 'regex'")
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
+                regex.compile(self.pattern)
+            except regex.error as exc:
                 raise ValueError(f"answer.pattern is not a valid regular expression: {exc}") from exc
         return self
 
@@ -325,7 +325,11 @@ class CorpusCreate(BaseModel):
 
     name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
     embedding_model: str | None = Field(
-        None, description="Sentence-transformers model (default: the service's TTC_EMBEDDING_MODEL)."
+        None,
+        max_length=1000,
+        description=(
+            "Sentence-transformers model: TTC_EMBEDDING_MODEL (the default) or one listed in TTC_EMBEDDING_MODELS."
+        ),
     )
 
 
@@ -390,6 +394,13 @@ class CalibrateVerifierRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="The verifier's options.")
     sampling: SamplingOptions = Field(default_factory=SamplingOptions, description="Sampling of candidates.")
     answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
+    budget: BudgetSpec | None = Field(
+        None,
+        description=(
+            "Caps on the whole measurement (samples and verifier calls); unset axes get the service's caps "
+            "(TTC_MAX_CALIBRATION_TOKENS, TTC_MAX_CALIBRATION_SECONDS), which the request cannot exceed."
+        ),
+    )
 
 
 class VerifierCalibrationOut(BaseModel):
@@ -412,6 +423,13 @@ class EngineCalibrationRequest(BaseModel):
     )
     max_tokens: list[Annotated[int, Field(ge=2, le=512)]] = Field(
         default_factory=lambda: [16, 64], min_length=1, max_length=4, description="Lengths of timed calls."
+    )
+    budget: BudgetSpec | None = Field(
+        None,
+        description=(
+            "Caps on the whole sweep; the sweep stops at the first call the budget cannot pay in full. Unset "
+            "axes get the service's caps (TTC_MAX_CALIBRATION_TOKENS, TTC_MAX_CALIBRATION_SECONDS)."
+        ),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -10,12 +12,18 @@ from service.api.errors import error_body
 from service.api.state import StateDep
 from service.runtime.errors import EngineUnavailable
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", summary="The process is up and its engine is not dead (503 once it failed)")
+async def healthz(state: StateDep) -> JSONResponse:
+    """200 while the engine loads and once it runs; 503 once it failed to start or died (the process then
+    exits, so the supervisor restarts it)."""
+    if state.failure is not None:
+        message = f"The engine {state.failure}; the server's log has the reason."
+        return JSONResponse(error_body(message, "engine_unavailable", None, 503), status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after)")
@@ -26,9 +34,9 @@ async def readyz(state: StateDep) -> JSONResponse:
     except EngineUnavailable as exc:
         return JSONResponse(error_body(exc.message, exc.error_type, None, 503), status_code=503)
     except Exception as exc:
-        return JSONResponse(
-            error_body(f"The engine is unhealthy: {exc!r}", "engine_unavailable", None, 503), status_code=503
-        )
+        logger.warning("readiness check failed: %r", exc)
+        message = "The engine is unhealthy; the server's log has the reason."
+        return JSONResponse(error_body(message, "engine_unavailable", None, 503), status_code=503)
     return JSONResponse({"status": "ready", "model": engine.model_name})
 
 

@@ -12,13 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.api.errors import error_body
+from service.api.errors import stream_error_body
 from service.api.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
 from service.api.solver import Solved, question_of, render, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
 from service.api.tenancy import Tenant, tenant_of
 from service.runtime.engine import SamplingSpec
-from service.runtime.errors import ServiceError
 from service.store import allocation as store
 from strategies import STRATEGIES
 from verifiers import VERIFIER_NAMES
@@ -88,10 +87,8 @@ async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> 
             )
             model = state.require_engine()[0].model_name
             events.put_nowait(("result", _response(body, solved, request_id, model).model_dump()))
-        except ServiceError as exc:
-            events.put_nowait(("error", error_body(exc.message, exc.error_type, exc.param, exc.status_code)))
-        except Exception as exc:
-            events.put_nowait(("error", error_body(f"Internal error: {exc!r}", "internal_error", None, 500)))
+        except Exception as exc:  # ours as they are; anything else logged, and generic for the client
+            events.put_nowait(("error", stream_error_body(exc)))
 
     async def stream() -> AsyncIterator[str]:
         task = asyncio.create_task(work())

@@ -149,8 +149,20 @@ def plain_budget(state: ServiceState, tenant: Tenant) -> BudgetTracker:
     )
 
 
+def check_prompt_length(engine: Engine, prompt: str, param: str) -> None:
+    """A prompt too long to fit whatever its tokens is a 400 before it is tokenised (on the event loop):
+    more characters than the context times the vocabulary's longest token."""
+    if len(prompt) > engine.max_model_len * engine.max_token_chars:
+        raise InvalidRequest(
+            f"This model's maximum context length is {engine.max_model_len} tokens; the prompt has "
+            f"{len(prompt)} characters, more than that many tokens can hold.",
+            param=param,
+        )
+
+
 def check_context(engine: Engine, prompt: str, max_tokens: int, param: str) -> None:
     """vLLM's rule: prompt plus max_tokens must fit in the context; a 400 rather than an engine error."""
+    check_prompt_length(engine, prompt, param)
     prompt_tokens = count_prompt_tokens(engine, prompt)
     if prompt_tokens + max_tokens > engine.max_model_len:
         raise InvalidRequest(
@@ -207,7 +219,7 @@ async def solve(
             engine,
             budget,
             answer,
-            settings.reward_model_hosts,
+            settings.reward_models,
         )
         if options.verifier
         else None

@@ -53,9 +53,13 @@ class ServiceState:
     def require_engine(self) -> tuple[Engine, Hardware]:
         if self.draining:
             raise EngineUnavailable("The service is shutting down.")
+        if self.settings.engine == "none":
+            raise EngineUnavailable("This service runs without an engine (TTC_ENGINE=none).")
         if self.engine is None or self.hardware is None:
             reason = (
-                f"The engine failed to start: {self.failure}" if self.failure else "The engine is starting."
+                f"The engine {self.failure}; the server's log has the reason."
+                if self.failure
+                else "The engine is starting."
             )
             raise EngineUnavailable(reason)
         return self.engine, self.hardware

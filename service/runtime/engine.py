@@ -90,6 +90,7 @@ class Engine(Protocol):
     model_name: str
     max_model_len: int
     shape: ModelShape
+    max_token_chars: int  # the vocabulary's longest token: a longer text than context x this cannot fit
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...
 

@@ -28,6 +28,7 @@ class ChatTokenizer:
         from transformers import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.max_token_chars = max((len(token) for token in self._tokenizer.get_vocab()), default=1)
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         rendered = self._tokenizer.apply_chat_template(

@@ -6,6 +6,7 @@ ServiceError                 500 internal_error
 ├── NotFound                 404 not_found_error
 ├── BudgetExhausted          400 budget_exhausted (the budget cannot pay for even one sample)
 ├── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
+├── UpstreamError            502 upstream_error (a registered backend, e.g. a reward model, failed us)
 ├── StorageUnavailable       503 storage_unavailable (Redis did not answer)
 └── Rejected                 refused at the front door, before any work; `reason` labels the metric
     ├── AuthenticationFailed 401 authentication_error, code invalid_api_key (missing, wrong or revoked key)
@@ -52,6 +53,13 @@ class BudgetExhausted(ServiceError):
 class EngineUnavailable(ServiceError):
     status_code = 503
     error_type = "engine_unavailable"
+
+
+class UpstreamError(ServiceError):
+    """An operator-registered backend (a reward model) was unreachable or answered something unusable."""
+
+    status_code = 502
+    error_type = "upstream_error"
 
 
 class StorageUnavailable(ServiceError):

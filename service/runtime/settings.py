@@ -9,10 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HardwareName = Literal["cpu", "h100", "h200", "b200", "a100"]
+
+
+class RewardModelEndpoint(BaseModel):
+    """One operator-registered reward model: requests name it, never give its address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(..., description="Base URL of the vLLM pooling server, e.g. http://127.0.0.1:8001.")
+    model: str = Field(..., min_length=1, description="The model name that server serves.")
+    mode: Literal["prm", "orm"] = Field("prm", description="prm: per-step token scores; orm: one score.")
 
 
 class Settings(BaseSettings):
@@ -34,7 +44,10 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "ttc-service",
         description="Where the embedded model is converted to once, and measured profiles are kept.",
     )
-    engine: Literal["inprocess", "remote"] = Field("inprocess", description="Which engine backs the service.")
+    engine: Literal["inprocess", "remote", "none"] = Field(
+        "inprocess",
+        description="Which engine backs the service; `none` serves corpora and retrieval only (no engine to die).",
+    )
     engine_url: str = Field(
         "http://127.0.0.1:8100", description="Base URL of the OpenAI-compatible server for --engine remote."
     )
@@ -77,12 +90,17 @@ class Settings(BaseSettings):
     max_budget_seconds: float = Field(
         3600.0, gt=0, description="Largest seconds budget a request may ask for."
     )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is a 413 before it is parsed.",
+    )
     max_samples: int = Field(256, ge=1, description="Largest number of samples one strategy may draw.")
-    reward_model_hosts: list[str] = Field(
-        ["127.0.0.1", "localhost", "[::1]"],
+    reward_models: dict[str, RewardModelEndpoint] = Field(
+        default_factory=dict,
         description=(
-            "Hosts a request's `reward_model` verifier may call (JSON list); anything else is refused, so a "
-            "caller cannot make the service post to arbitrary addresses."
+            "Reward models a request's `reward_model` verifier may name (JSON: name -> {url, model, mode}); "
+            "callers name one and never give a URL, so they cannot make the service post anywhere else."
         ),
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for shared, durable state.")
@@ -94,9 +112,24 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2",
         description="Sentence-transformers model for corpora: the embedded all-MiniLM-L6-v2 or a local folder.",
     )
+    embedding_models: list[str] = Field(
+        [],
+        description=(
+            "Other embedding models a corpus may name (JSON list of local folders); TTC_EMBEDDING_MODEL is "
+            "always allowed, anything else is a 400."
+        ),
+    )
     corpus_max_batch: int = Field(2000, ge=1, description="Most documents one ingestion request may carry.")
     chunk_words: int = Field(150, ge=8, description="Words per chunk of a long document.")
     chunk_overlap: int = Field(30, ge=0, description="Words shared by neighbouring chunks.")
+    max_calibration_tokens: int = Field(
+        200_000,
+        ge=1,
+        description="Most completion tokens one calibration request (verifier or engine) may spend; also its default.",
+    )
+    max_calibration_seconds: float = Field(
+        900.0, gt=0, description="Longest one calibration request may run; also its default."
+    )
     # -- budget allocator (issue 5) ------------------------------------------------------------------------
     allocator_profile_dir: Path | None = Field(
         None,
@@ -146,6 +179,17 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True,
         description="Send one request to the engine, and load the embedding model, before reporting ready.",
+    )
+    engine_check_seconds: float = Field(
+        1.0, gt=0, description="How often the engine's health is checked once it runs."
+    )
+    engine_dead_seconds: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "An engine that has failed every health check for this long is dead: /healthz turns 503 and the "
+            "process exits non-zero (also when the engine fails to start), so systemd or Kubernetes restart it."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests get to finish."

@@ -120,9 +120,17 @@ class CorpusStore:
     async def create(self, name: str, embedding_model: str | None) -> dict[str, Any]:
         self.check_name(name)
         model = embedding_model or self.settings.embedding_model
+        allowed = dict.fromkeys([self.settings.embedding_model, *self.settings.embedding_models])
+        if model not in allowed:  # operator-chosen only: a caller cannot load any folder of the disk
+            raise InvalidRequest(
+                f"Embedding model {model!r} is not allowed; the service offers: {', '.join(allowed)} "
+                "(settings TTC_EMBEDDING_MODEL, TTC_EMBEDDING_MODELS).",
+                param="embedding_model",
+            )
         if not embedding_model_ok(model):
             raise InvalidRequest(
-                f"Unknown embedding model {model!r}: use {DEFAULT_EMBEDDING_MODEL!r} or a local model folder.",
+                f"Embedding model {model!r} is allowed but not available here: it must be "
+                f"{DEFAULT_EMBEDDING_MODEL!r} or a local model folder.",
                 param="embedding_model",
             )
         dimension = (await self.embedder(model).encode(["probe"])).shape[1]

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.runtime.budget import BudgetLimits, BudgetTracker
-from service.runtime.cost import Hardware
+from service.runtime.budget import BudgetTracker
+from service.runtime.concurrency import gather_or_cancel
 from service.runtime.engine import Engine, SamplingSpec
+from service.runtime.errors import BudgetExhausted
 from service.runtime.settings import Settings
 from service.store.allocation import VerifierCalibration, now
 from verifiers import build_verifier
@@ -72,8 +73,8 @@ def calibration_of(verifier: str, family: str, counts: Counts, threshold: float)
 async def measure(
     *,
     engine: Engine,
-    hardware: Hardware,
     settings: Settings,
+    budget: BudgetTracker,
     verifier_name: str,
     options: dict[str, Any],
     examples: Sequence[tuple[str, str]],
@@ -82,30 +83,42 @@ async def measure(
     answer: AnswerSpec,
     threshold: float,
 ) -> Counts:
-    """Sample, label and score every example (a few at a time) and count accepts and rejects."""
+    """Sample, label and score every example (a few at a time) and count accepts and rejects, all of it
+    (samples and verifier calls) under one `budget`: once it cannot pay for more, the examples left are
+    skipped and the counts are what was measured (BudgetExhausted if that is nothing)."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(question: str, reference: str) -> Counts:
         async with gate:
-            budget = BudgetTracker(BudgetLimits(), engine.shape, hardware, settings.count_weight_loading)
-            prompt = engine.render_chat([{"role": "user", "content": question}])
-            spec = SamplingSpec(
-                n=samples,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                stop=sampling.stop,
-            )
-            generation = await budget.generate(engine, prompt, spec)
-            texts = [sample.text for sample in generation.samples]
-            labels = [answers_equal(extract_answer(text, answer), reference, answer) for text in texts]
-            verifier_options = {**options, "answer": reference} if verifier_name == "reference" else options
-            verifier = build_verifier(verifier_name, verifier_options, engine, budget, answer)
-            scores = await verifier.score(question, texts)
-            return count(labels, scores, threshold)
+            try:
+                return await label_and_score(question, reference)
+            except BudgetExhausted:
+                return Counts()
 
-    results = await asyncio.gather(*(one(question, reference) for question, reference in examples))
-    return sum(results, Counts())
+    async def label_and_score(question: str, reference: str) -> Counts:
+        prompt = engine.render_chat([{"role": "user", "content": question}])
+        spec = SamplingSpec(
+            n=samples,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=sampling.stop,
+        )
+        generation = await budget.generate(engine, prompt, spec)
+        texts = [sample.text for sample in generation.samples]
+        labels = [answers_equal(extract_answer(text, answer), reference, answer) for text in texts]
+        verifier_options = {**options, "answer": reference} if verifier_name == "reference" else options
+        verifier = build_verifier(
+            verifier_name, verifier_options, engine, budget, answer, settings.reward_models
+        )
+        scores = await verifier.score(question, texts)
+        return count(labels, scores, threshold)
+
+    results = await gather_or_cancel(*(one(question, reference) for question, reference in examples))
+    total = sum(results, Counts())
+    if total.correct + total.wrong == 0:
+        raise BudgetExhausted("The budget paid for no candidate of any example.", param="budget")
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -154,6 +154,36 @@ def test_engine_runtime_model_and_allocator_view(client: httpx.Client) -> None:
     assert view["hardware"]["intensity"] > 0
 
 
+def test_calibrations_run_under_a_budget_capped_by_the_settings(client: httpx.Client) -> None:
+    body = {"batch_sizes": [1, 4], "max_tokens": [8, 16], "budget": {"tokens": 40}}
+    response = client.post("/v1/allocator/calibrate-engine", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    # (1 x 8) and (4 x 8) fit in 40 tokens; the sweep stops before a call it cannot pay in full
+    assert [call[1] for call in result["calls"]] == [1, 4] and result["usage"]["completion_tokens"] <= 40
+    too_much = client.post("/v1/allocator/calibrate-engine", json={"budget": {"tokens": 10**6}})
+    assert too_much.status_code == 400 and too_much.json()["error"]["param"] == "budget.tokens"
+    nothing = client.post(
+        "/v1/allocator/calibrate-engine", json={"max_tokens": [64], "budget": {"tokens": 10}}
+    )
+    assert nothing.status_code == 400 and nothing.json()["error"]["type"] == "budget_exhausted"
+    examples = [
+        {"question": f"What is {i} + {i}? Answer with just the number.", "answer": str(2 * i)}
+        for i in range(6)
+    ]
+    verifier_body = {
+        "family": f"test-{uuid.uuid4().hex[:8]}",
+        "examples": examples,
+        "samples_per_question": 2,
+        "sampling": {"max_tokens": 16},
+        "budget": {"tokens": 48},
+    }
+    measured = client.post("/v1/verifiers/reference/calibrate", json=verifier_body)
+    assert measured.status_code == 200, measured.text
+    seen = measured.json()["correct_examples"] + measured.json()["wrong_examples"]
+    assert 1 <= seen < 12  # not all 6 x 2 candidates (16 tokens each): 48 tokens stopped it
+
+
 def test_memory_of_past_prompts_gives_a_prior_and_then_skips_the_probe(client: httpx.Client) -> None:
     """Probed requests remember their estimate of p in Redis; once enough similar prompts are known, the
     next one gets its difficulty from them and draws no probe."""

@@ -7,10 +7,12 @@ import itertools
 import random
 import time
 
+import numpy as np
 import pytest
 
 from strategies import ets
 from strategies.ets import Selection, choose, solve_greedy, solve_lp
+from strategies.semantic import average_linkage_clusters, cosine_distances
 
 
 def problem(**overrides: object) -> Selection:
@@ -99,3 +101,34 @@ def test_a_failing_or_slow_solver_falls_back_to_greedy(monkeypatch: pytest.Monke
     keep, seconds, fell_back = asyncio.run(choose(problem(), 0.1))
     assert fell_back and keep == [False, True, True]
     assert seconds < 1.0 and time.monotonic() - started < 3.0
+
+
+def naive_average_linkage(vectors: np.ndarray, threshold: float) -> list[int]:
+    """The definition, slowly: merge the pair of clusters with the smallest mean pairwise distance."""
+    distances = cosine_distances(vectors)
+    clusters = [[index] for index in range(len(vectors))]
+    while len(clusters) > 1:
+        pairs = [(a, b) for a in range(len(clusters)) for b in range(a + 1, len(clusters))]
+        means = [float(distances[np.ix_(clusters[a], clusters[b])].mean()) for a, b in pairs]
+        best = int(np.argmin(means))
+        if means[best] > threshold:
+            break
+        a, b = pairs[best]
+        clusters[a] += clusters.pop(b)
+    labels = [0] * len(vectors)
+    for label, group in enumerate(sorted(clusters, key=min)):
+        for member in group:
+            labels[member] = label
+    return labels
+
+
+def test_clustering_matches_the_definition_and_is_fast_at_full_width() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        centers = rng.normal(size=(5, 16))
+        vectors = centers[rng.integers(0, 5, 24)] + rng.normal(scale=0.15, size=(24, 16))
+        for threshold in (0.02, 0.05, 0.2):
+            assert average_linkage_clusters(vectors, threshold) == naive_average_linkage(vectors, threshold)
+    started = time.monotonic()
+    average_linkage_clusters(rng.normal(size=(256, 384)), 2.0)  # width 256, everything merges
+    assert time.monotonic() - started < 1.0

@@ -1,4 +1,5 @@
 import asyncio
+import time
 from fractions import Fraction
 
 import pytest
@@ -120,3 +121,39 @@ def test_candidates_are_scored_by_their_aggregated_steps() -> None:
 
 def test_an_unbalanced_parenthesis_leaves_the_longest_expression_before_the_equals() -> None:
     assert [check.text for check in check_equations("((2 + 3) = 5")] == ["( 2 + 3 ) = 5"]
+
+
+# -- hostile model output (issue 10): bounded, never raising, a neutral score ---------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "7" * 5000 + " + 1 = 2",
+        "(" * 100_000 + "1" + ")" * 100_000 + " = 1 + 0",
+        "(" * 100_000 + "1 + 1 = 2",
+        "-" * 100_000 + "1 = 0 - 1",
+        "((((((2^64)^64)^64)^64)^64)^64) = 2 + 2",
+        " * ".join(["99999999999999999999"] * 120) + " = 1 + 1",
+        "1 = 1 + 0 " * 3000,
+    ],
+    ids=["digits", "parens", "open", "minus", "power", "product", "many"],
+)
+def test_hostile_steps_are_bounded_and_never_raise(text: str) -> None:
+    verifier = CalculatorVerifier()
+    started = time.monotonic()
+    score = verifier.candidate_score(text)
+    assert 0.0 <= score <= 1.0
+    assert time.monotonic() - started < 1.0
+
+
+def test_nesting_past_the_limit_is_unchecked_not_an_error() -> None:
+    deep = "(" * 100_000 + "1" + ")" * 100_000 + " = 2"
+    assert check_equations(deep) == []
+    assert CalculatorVerifier().candidate_score(deep) == CalculatorOptions().neutral_score
+    assert [check.correct for check in check_equations("((((2)))) + 1 = 3")] == [True]
+
+
+def test_scoring_runs_off_the_event_loop() -> None:
+    async def scores() -> list[float]:
+        return await CalculatorVerifier().score("q", ["2 + 2 = 4", "2 + 2 = 5", "(" * 100_000])
+
+    assert asyncio.run(scores()) == [0.9, 0.05, 0.5]

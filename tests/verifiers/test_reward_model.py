@@ -12,7 +12,9 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import httpx
 import pytest
 
 from loadtests.harness import free_port, start_process, stop, wait_ready
-from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.errors import InvalidRequest, UpstreamError
+from service.runtime.settings import RewardModelEndpoint
+from tests.conftest import REWARD_MODEL_PORTS
 from verifiers.reward_model import RewardModelOptions, RewardModelVerifier, probability_of_correct
 
 pytestmark = pytest.mark.engine
@@ -72,7 +76,8 @@ class PoolingServers:
     def url(self, task: str) -> str:
         if task != self.task:
             self.stop()
-            port = free_port()
+            # the session's service has this port registered as reward model "prm" (tests/conftest.py)
+            port = REWARD_MODEL_PORTS["prm"] if task == "token_classify" else free_port()
             log = self.logs / f"vllm-{task}.log"
             self.process = start_pooling_server(port, log, task)
             self.base = f"http://127.0.0.1:{port}"
@@ -105,9 +110,10 @@ def pooling_url(pooling_servers: PoolingServers) -> str:
     return pooling_servers.url("token_classify")
 
 
-def verifier(url: str, **options: Any) -> RewardModelVerifier:
+def verifier(url: str, mode: str = "prm", **options: Any) -> RewardModelVerifier:
+    endpoint = RewardModelEndpoint.model_validate({"url": url, "model": "prm", "mode": mode})
     return RewardModelVerifier(
-        RewardModelOptions.model_validate({"url": url, "model": "prm", "separator": SEPARATOR, **options})
+        RewardModelOptions.model_validate({"model": "prm", "separator": SEPARATOR, **options}), endpoint
     )
 
 
@@ -140,9 +146,9 @@ def test_a_separator_of_several_tokens_is_refused(pooling_url: str) -> None:
         asyncio.run(verifier(pooling_url, separator="Step boundary here").score(QUESTION, ["a"]))
 
 
-def test_orm_mode_on_a_token_classify_server_is_a_503_with_the_servers_reason(pooling_url: str) -> None:
-    """This server pools per token, so `/classify` fails: the client reports it as EngineUnavailable."""
-    with pytest.raises(EngineUnavailable, match="/classify"):
+def test_orm_mode_on_a_token_classify_server_is_a_502_with_the_servers_reason(pooling_url: str) -> None:
+    """This server pools per token, so `/classify` fails: the client reports it as an UpstreamError."""
+    with pytest.raises(UpstreamError, match="/classify"):
         asyncio.run(verifier(pooling_url, mode="orm").score(QUESTION, ["a"]))
 
 
@@ -152,9 +158,9 @@ def test_the_last_class_is_read_as_correct() -> None:
     assert probability_of_correct(1.2) == 1.0
 
 
-def test_an_unreachable_reward_model_is_engine_unavailable() -> None:
+def test_an_unreachable_reward_model_is_an_upstream_error() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(EngineUnavailable, match="did not answer"):
+    with pytest.raises(UpstreamError, match="'prm' did not answer"):
         asyncio.run(verifier(dead, timeout=2).score(QUESTION, ["a"]))
 
 
@@ -164,7 +170,7 @@ def test_reward_model_verifier_through_the_service(client: httpx.Client, pooling
         json={
             "prompt": "What is 3 + 4?",
             "strategy": "best_of_n",
-            "verifier": {"name": "reward_model", "url": pooling_url, "model": "prm", "separator": SEPARATOR},
+            "verifier": {"name": "reward_model", "model": "prm", "separator": SEPARATOR},
             "params": {"n": 2, "selection": "max"},
             "sampling": {"max_tokens": 16, "seed": 1},
             "return_candidates": True,
@@ -182,7 +188,7 @@ def test_orm_scores_each_candidate_through_classify(pooling_servers: PoolingServ
     orm = verifier(pooling_servers.url("classify"), mode="orm")
     try:
         per_candidate = asyncio.run(orm.step_scores(QUESTION, ["\n\n".join(STEPS), "14"]))
-    except EngineUnavailable as error:
+    except UpstreamError as error:
         # The converted head has no trained weights (vLLM leaves them as they come), so some runs give
         # non-finite logits that vLLM itself refuses to serialize; nothing of ours to test then.
         if "not JSON compliant" in str(error):
@@ -193,13 +199,83 @@ def test_orm_scores_each_candidate_through_classify(pooling_servers: PoolingServ
     assert scores == [per_candidate[0][0], per_candidate[1][0]] and all(0.0 <= s <= 1.0 for s in scores)
 
 
-def test_reward_model_urls_outside_the_allowed_hosts_are_refused(client: httpx.Client) -> None:
-    """The URL comes from the request: only hosts in TTC_REWARD_MODEL_HOSTS may be called (no SSRF)."""
-    body = {
+def test_a_url_in_the_request_is_refused_and_an_unknown_name_lists_the_registered(
+    client: httpx.Client,
+) -> None:
+    """Only operator-registered reward models (TTC_REWARD_MODELS) can be called: no caller-supplied URL."""
+    body: dict[str, Any] = {
         "prompt": "What is 2 + 3?",
         "strategy": "best_of_n",
         "verifier": {"name": "reward_model", "url": "http://192.0.2.7:8000", "model": "prm"},
     }
     response = client.post("/v1/solve", json=body)
+    assert response.status_code == 400 and "url" in response.json()["error"]["message"]
+    body["verifier"] = {"name": "reward_model", "model": "qwen-prm-somewhere"}
+    response = client.post("/v1/solve", json=body)
     assert response.status_code == 400
-    assert response.json()["error"]["param"] == "verifier.url"
+    error = response.json()["error"]
+    assert error["param"] == "verifier.model" and "garbage, prm" in error["message"]
+
+
+class Garbage(BaseHTTPRequestHandler):
+    """A reward model gone wrong: /tokenize answers JSON without `tokens`, /pooling answers non-JSON."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        if self.path == "/tokenize":
+            payload, status = b'{"unexpected": true}', 200
+        elif self.path == "/classify":
+            payload, status = b'{"error": "overloaded"}', 500
+        else:
+            payload, status = b"<html>not json</html>", 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", REWARD_MODEL_PORTS["garbage"]), Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{REWARD_MODEL_PORTS['garbage']}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_reward_model_answering_garbage_is_a_502_naming_it(
+    client: httpx.Client, garbage_server: str
+) -> None:
+    body = {
+        "prompt": "What is 2 + 3?",
+        "strategy": "best_of_n",
+        "params": {"n": 2},
+        "sampling": {"max_tokens": 8, "seed": 1},
+        "verifier": {"name": "reward_model", "model": "garbage"},
+    }
+    response = client.post("/v1/solve", json=body, headers={"X-Request-Id": "garbage-1"})
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert (
+        error["type"] == "upstream_error"
+        and "'garbage'" in error["message"]
+        and "/tokenize" in error["message"]
+    )
+    assert garbage_server not in error["message"]  # the registered name, never the address
+    assert response.json()["request_id"] == "garbage-1"
+    for path in ("/pooling", "/classify"):  # non-JSON, and an error status
+        with pytest.raises(UpstreamError, match=path):
+            asyncio.run(post(verifier(garbage_server), path))
+
+
+async def post(reward_model: RewardModelVerifier, path: str) -> None:
+    async with httpx.AsyncClient() as http:
+        await reward_model._read(http, path, {}, dict)

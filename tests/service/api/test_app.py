@@ -1,4 +1,5 @@
-"""The application's lifespan: a service stopped while its engine is still loading leaves no process behind."""
+"""The application's lifespan: a service stopped while its engine is still loading leaves no process behind,
+and the engine watchdog tells a blip from a dead engine."""
 
 import multiprocessing
 import queue
@@ -32,3 +33,41 @@ def test_stopping_while_the_engine_loads_stops_the_engines_processes() -> None:
         assert client.get("/readyz").status_code == 503
     # Stopped by the service (SIGTERM), not left to run out its 20 s.
     assert ended.get(timeout=60) == -signal.SIGTERM
+
+
+class FlakyEngine:
+    """Only what watch_engine asks: check_health, failing while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    async def check_health(self) -> None:
+        if self.failing:
+            raise RuntimeError("EngineDeadError: core process died")
+
+
+def test_the_watchdog_survives_a_blip_and_declares_a_dead_engine_fatal() -> None:
+    import asyncio
+
+    from service.api.app import watch_engine
+    from service.api.state import ServiceState
+
+    async def scenario() -> tuple[list[str], ServiceState, float]:
+        settings = Settings(hardware="h100", engine_check_seconds=0.02, engine_dead_seconds=0.2)
+        state = ServiceState(settings)
+        engine = FlakyEngine()
+        reasons: list[str] = []
+        watcher = asyncio.create_task(watch_engine(state, engine, reasons.append))  # type: ignore[arg-type]
+        engine.failing = True  # a blip shorter than engine_dead_seconds
+        await asyncio.sleep(0.1)
+        engine.failing = False
+        await asyncio.sleep(0.3)
+        assert reasons == [] and state.failure is None and not watcher.done()
+        engine.failing = True
+        started = time.monotonic()
+        await asyncio.wait_for(watcher, timeout=5)
+        return reasons, state, time.monotonic() - started
+
+    reasons, state, seconds = asyncio.run(scenario())
+    assert len(reasons) == 1 and "core process died" in reasons[0] and state.failure == "died"
+    assert 0.2 <= seconds < 1.0

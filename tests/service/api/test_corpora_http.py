@@ -21,11 +21,11 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-ENGINELESS = ("--engine", "remote", "--engine-url", "http://127.0.0.1:9")
+ENGINELESS = ("--engine", "none")
 
 
 def start_light_service(tmp: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    """A service process without an engine (remote engine on a dead port): corpora only, starts in seconds."""
+    """A service process without an engine (`--engine none`): corpora only, starts in seconds."""
     return start_service(tmp, *ENGINELESS, env=env, ready_path="/healthz", timeout=120)
 
 
@@ -88,6 +88,10 @@ def test_bad_input_is_a_clear_400_or_404(client: httpx.Client, corpus: str) -> N
     assert client.post("/v1/corpora", json={"name": corpus}).status_code == 400
     assert client.post("/v1/corpora", json={"name": "bad name!"}).status_code == 400
     assert client.post("/v1/corpora", json={"name": unique(), "embedding_model": "nope"}).status_code == 400
+    # Only operator-allowed embedding models (issue 10): an existing folder on the disk is not enough.
+    folder = client.post("/v1/corpora", json={"name": unique(), "embedding_model": str(Path.home())})
+    assert folder.status_code == 400 and "all-MiniLM-L6-v2" in folder.json()["error"]["message"]
+    assert folder.json()["error"]["param"] == "embedding_model"
 
 
 def test_corpus_survives_restart_and_is_shared_by_replicas(client: httpx.Client, tmp_path: Path) -> None:

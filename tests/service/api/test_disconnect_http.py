@@ -76,8 +76,21 @@ def send_and_hang_up(
             },
             True,
         ),
+        # Calibrations keep the engine busy for minutes (issue 10): they too stop when their client leaves.
+        ("/v1/allocator/calibrate-engine", {"batch_sizes": [64, 64], "max_tokens": [512, 512]}, False),
+        (
+            "/v1/verifiers/reference/calibrate",
+            {
+                "examples": [
+                    {"question": f"Tell a long story number {i}.", "answer": str(i)} for i in range(8)
+                ],
+                "samples_per_question": 16,
+                "sampling": {"max_tokens": 1500, "temperature": 1.0},
+            },
+            False,
+        ),
     ],
-    ids=["solve", "solve-stream", "chat", "chat-stream"],
+    ids=["solve", "solve-stream", "chat", "chat-stream", "calibrate-engine", "calibrate-verifier"],
 )
 def test_disconnect_aborts_engine_work(
     client: httpx.Client, service_url: str, path: str, body: dict[str, object], stream: bool
