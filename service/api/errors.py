@@ -70,7 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(
-            error_body(str(exc.detail), error_type, None, exc.status_code), status_code=exc.status_code
+            error_body(str(exc.detail), error_type, None, exc.status_code),
+            status_code=exc.status_code,
+            headers=exc.headers,  # e.g. `Allow` on a 405
         )
 
     @app.exception_handler(Exception)

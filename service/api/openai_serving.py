@@ -35,7 +35,7 @@ from service.runtime.engine import (
     TokenLogprob,
     generate,
 )
-from service.runtime.errors import InvalidRequest, ServiceError
+from service.runtime.errors import InvalidRequest, NotFound, ServiceError
 from strategies.selection import ranked
 
 Kind = Literal["chat", "text"]
@@ -69,15 +69,25 @@ def _stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def _check_model(requested: str | None, engine: Engine) -> None:
+    """OpenAI and vLLM answer an unknown model with 404 model_not_found (the client's NotFoundError)."""
     if requested and requested != engine.model_name:
-        raise InvalidRequest(
-            f"The model {requested!r} does not exist; this service serves {engine.model_name!r}.",
+        raise NotFound(
+            f"The model `{requested}` does not exist; this service serves `{engine.model_name}`.",
             param="model",
+            code="model_not_found",
         )
+
+
+def _check_greedy(n: int, temperature: float, ttc: TTCOptions | None) -> None:
+    """vLLM refuses n > 1 with greedy sampling (the samples would be identical); refuse it before any work, so
+    a stream never starts only to die. With `ttc`, n is the number of choices, not engine samples."""
+    if ttc is None and n > 1 and temperature == 0:
+        raise InvalidRequest(f"n must be 1 when using greedy sampling (temperature 0), got {n}.", param="n")
 
 
 def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
     _check_model(body.model, engine)
+    _check_greedy(body.n, body.temperature, body.ttc)
     prompt = render(engine, body.messages)
     limit = body.completion_limit()
     default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
@@ -111,6 +121,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
 
 def prepare_text(body: CompletionRequest, engine: Engine) -> PreparedCall:
     _check_model(body.model, engine)
+    _check_greedy(body.n, body.temperature, body.ttc)
     prompt = body.prompt_text()
     check_context(engine, prompt, body.max_tokens, "max_tokens")
     spec = SamplingSpec(
@@ -225,13 +236,22 @@ def plain_response(call: PreparedCall, generation: Generation) -> dict[str, Any]
     }
 
 
-def _ttc_report(solved: Solved, with_candidates: bool) -> dict[str, Any]:
+def _ttc_report(solved: Solved, with_candidates: bool, n: int) -> dict[str, Any]:
     result = solved.result
+    returned = len(_ttc_choices(solved, n))
+    warnings = []
+    if returned < n:
+        warnings.append(
+            f"n={n} choices were asked for, but the strategy produced only {returned} distinct candidate"
+            f"{'s' if returned != 1 else ''}; {returned} came back."
+        )
     return TTCReport(
         strategy=solved.strategy,
         params=result.params,
         answer=result.answer,
         abstained=result.abstained,
+        choices_returned=returned,
+        warnings=warnings,
         usage=solved.usage(),
         budget=solved.budget_report(),
         candidates=solved.candidates() if with_candidates else None,
@@ -239,28 +259,34 @@ def _ttc_report(solved: Solved, with_candidates: bool) -> dict[str, Any]:
     ).model_dump()
 
 
-def _ttc_texts(solved: Solved, n: int) -> list[str]:
-    """The chosen text first, then the next best distinct candidates up to n."""
-    texts = [solved.result.text]
-    selection = solved.result.params.get("selection", "majority")
-    for candidate in ranked(solved.result.candidates, selection):
-        if len(texts) >= n:
+def _ttc_choices(solved: Solved, n: int) -> list[tuple[str, str]]:
+    """(text, finish_reason) of the chosen candidate first, then of the next best distinct ones up to n. The
+    finish reason is the candidate's own: `length` when it was cut off, as a plain request would say."""
+    result = solved.result
+    chosen_finish = next(
+        (candidate.finish_reason for candidate in result.candidates if candidate.text == result.text), None
+    )
+    choices = [(result.text, _finish(chosen_finish) or "stop")]
+    selection = result.params.get("selection", "majority")
+    for candidate in ranked(result.candidates, selection):
+        if len(choices) >= n:
             break
-        if candidate.text not in texts:
-            texts.append(candidate.text)
-    return texts
+        if all(candidate.text != text for text, _ in choices):
+            choices.append((candidate.text, _finish(candidate.finish_reason) or "stop"))
+    return choices
 
 
 def ttc_response(call: PreparedCall, solved: Solved) -> dict[str, Any]:
     usage = solved.usage()
     choices = [
-        _choice(call, index, text, "stop", None) for index, text in enumerate(_ttc_texts(solved, call.spec.n))
+        _choice(call, index, text, finish, None)
+        for index, (text, finish) in enumerate(_ttc_choices(solved, call.spec.n))
     ]
     return {
         **_envelope(call, chunk=False),
         "choices": choices,
         "usage": _usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens),
-        "ttc": _ttc_report(solved, bool(call.ttc and call.ttc.return_candidates)),
+        "ttc": _ttc_report(solved, bool(call.ttc and call.ttc.return_candidates), call.spec.n),
     }
 
 
@@ -302,7 +328,8 @@ def _delta_choice(
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
 
-def _role_chunks(call: PreparedCall) -> list[str]:
+def _role_chunks(call: PreparedCall, skip: int | None = None) -> list[str]:
+    """One role chunk per choice (chat only), leaving out choice `skip` (its role rides on its first token)."""
     if call.kind != "chat":
         return []
     return [
@@ -318,23 +345,30 @@ def _role_chunks(call: PreparedCall) -> list[str]:
             ],
         )
         for index in range(call.spec.n)
+        if index != skip
     ]
 
 
 async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]:
-    """Tokens as the engine produces them; role first, usage last when asked, then [DONE].
-    If the client goes away, Starlette cancels this generator and the engine request is aborted."""
+    """Tokens as the engine produces them; usage last when asked, then [DONE]. Nothing is sent before the
+    engine's first token (as vLLM does), so a client's time to first token is the engine's: the role travels
+    in the first token's chunk. If the client goes away, Starlette cancels this generator and the engine
+    request is aborted."""
     state = StreamState()
     completion_tokens = 0
+    first = True
+    role_with: int | None = None  # the choice whose first chunk still has to carry the role
     try:
-        for chunk in _role_chunks(call):
-            yield chunk
-        if call.echo:
-            for index in range(call.spec.n):
-                yield _chunk(call, [_delta_choice(call, index, call.echo, None)])
         offsets = [len(call.echo)] * call.spec.n
         delta: Delta
         async for delta in engine.stream(call.prompt, call.spec, state):
+            if first:
+                first, role_with = False, delta.index
+                for chunk in _role_chunks(call, skip=delta.index):
+                    yield chunk
+                if call.echo:
+                    for index in range(call.spec.n):
+                        yield _chunk(call, [_delta_choice(call, index, call.echo, None)])
             completion_tokens += len(delta.token_ids)
             logprobs = None
             if call.logprobs and delta.logprobs:
@@ -344,9 +378,11 @@ async def stream_plain(call: PreparedCall, engine: Engine) -> AsyncIterator[str]
                     else _text_logprobs(delta.logprobs, call.top_logprobs, offsets[delta.index])
                 )
             offsets[delta.index] += len(delta.text)
-            yield _chunk(
-                call, [_delta_choice(call, delta.index, delta.text, _finish(delta.finish_reason), logprobs)]
-            )
+            choice = _delta_choice(call, delta.index, delta.text, _finish(delta.finish_reason), logprobs)
+            if call.kind == "chat" and delta.index == role_with:
+                choice["delta"] = {"role": "assistant", "content": delta.text}
+                role_with = None
+            yield _chunk(call, [choice])
         if call.include_usage:
             yield _chunk(call, [], _usage(state.prompt_tokens, completion_tokens, state.cached_prompt_tokens))
     except ServiceError as exc:
@@ -378,10 +414,10 @@ async def stream_ttc(call: PreparedCall, state: ServiceState) -> AsyncIterator[s
             yield f"data: {json.dumps(error_body(exc.message, exc.error_type, exc.param, exc.status_code))}\n\n"
             yield "data: [DONE]\n\n"
             return
-        for index, text in enumerate(_ttc_texts(solved, call.spec.n)):
+        for index, (text, finish) in enumerate(_ttc_choices(solved, call.spec.n)):
             yield _chunk(call, [_delta_choice(call, index, text, None)])
-            yield _chunk(call, [_delta_choice(call, index, "", "stop")])
-        report = _ttc_report(solved, call.ttc is not None and call.ttc.return_candidates)
+            yield _chunk(call, [_delta_choice(call, index, "", finish)])
+        report = _ttc_report(solved, call.ttc is not None and call.ttc.return_candidates, call.spec.n)
         usage = solved.usage()
         final: dict[str, Any] = {**_envelope(call, chunk=True), "choices": [], "ttc": report}
         if call.include_usage:

@@ -17,6 +17,41 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _lone_surrogate_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string holding a lone UTF-16 surrogate (JSON allows "\\ud800"; UTF-8 and
+    the tokenizer do not), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and (found := _lone_surrogate_at(key, path)):
+            return found
+        if found := _lone_surrogate_at(item, f"{path}.{key}" if path else str(key)):
+            return found
+    return None
+
+
+class RequestBody(BaseModel):
+    """A request body: text must be valid Unicode, so a lone surrogate is a 400 naming the field, never an
+    engine or tokenizer failure later."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        if (where := _lone_surrogate_at(data, "")) is not None:
+            raise ValueError(f"{where} contains a lone UTF-16 surrogate, which is not valid Unicode text")
+        return data
+
+
 class TextContentPart(BaseModel):
     type: Literal["text"] = Field(..., description="Only text parts are supported.")
     text: str = Field(..., description="The text.")
@@ -143,7 +178,7 @@ class TTCOptions(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class SolveRequest(TTCOptions):
+class SolveRequest(TTCOptions, RequestBody):
     model: str | None = Field(None, description="Served model name; optional (there is one model).")
     messages: list[ChatMessage] | None = Field(
         None, min_length=1, max_length=1024, description="The conversation (OpenAI format); or give `prompt`."
@@ -221,7 +256,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with usage.")
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="Served model name.")
@@ -246,7 +281,7 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="Served model name.")
@@ -288,14 +323,21 @@ class OpenAIUsage(BaseModel):
 class TTCReport(BaseModel):
     """What test-time compute did, attached to OpenAI responses as `ttc`."""
 
-    strategy: str
-    params: dict[str, Any]
-    answer: str | None
-    abstained: bool
-    usage: Usage
-    budget: BudgetReport
-    candidates: list[CandidateOut] | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    strategy: str = Field(..., description="Strategy that ran.")
+    params: dict[str, Any] = Field(..., description="Strategy parameters as actually used.")
+    answer: str | None = Field(..., description="The chosen final answer, null when abstaining.")
+    abstained: bool = Field(..., description="True when the service declined to answer.")
+    choices_returned: int = Field(
+        ...,
+        description="Choices in the response: fewer than `n` when the strategy had fewer distinct candidates.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What differs from the request (e.g. fewer choices than `n`)."
+    )
+    usage: Usage = Field(..., description="What the request spent.")
+    budget: BudgetReport = Field(..., description="Caps and spend side by side.")
+    candidates: list[CandidateOut] | None = Field(None, description="Every candidate, when asked for.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific information.")
 
 
 class ModelCard(BaseModel):
@@ -320,7 +362,7 @@ def new_id(prefix: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class CorpusCreate(BaseModel):
+class CorpusCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
@@ -346,7 +388,7 @@ class DemonstrationIn(BaseModel):
     answer: str = Field(..., min_length=1, max_length=4000, description="Its answer.")
 
 
-class DocumentsAdd(BaseModel):
+class DocumentsAdd(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(default_factory=list, description="Documents to add or replace.")
@@ -355,7 +397,7 @@ class DocumentsAdd(BaseModel):
     )
 
 
-class CorpusSearch(BaseModel):
+class CorpusSearch(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(..., min_length=1, max_length=10000, description="What to look for.")
@@ -374,7 +416,7 @@ class LabelledExample(BaseModel):
     answer: str = Field(..., min_length=1, description="Its reference final answer.")
 
 
-class CalibrateVerifierRequest(BaseModel):
+class CalibrateVerifierRequest(RequestBody):
     """Measure a verifier's completeness c and soundness s on a task family from labelled examples."""
 
     model_config = ConfigDict(extra="forbid")

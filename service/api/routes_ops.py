@@ -13,12 +13,16 @@ from service.runtime.errors import EngineUnavailable
 router = APIRouter()
 
 
-@router.get("/healthz", summary="The process is up")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="The process is up")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after)")
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],
+    summary="The engine is loaded, warm and healthy (503 before and after)",
+)
 async def readyz(state: StateDep) -> JSONResponse:
     try:
         engine, _ = state.require_engine()
