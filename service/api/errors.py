@@ -40,7 +40,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    message = first.get("msg", "Invalid value.")
+    message = str(first.get("msg", "Invalid value.")).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
 

@@ -32,6 +32,7 @@ from service.runtime.engine import (
     Generation,
     SamplingSpec,
     StreamState,
+    StructuredOutput,
     TokenLogprob,
     generate,
 )
@@ -85,24 +86,114 @@ def _check_greedy(n: int, temperature: float, ttc: TTCOptions | None) -> None:
         raise InvalidRequest(f"n must be 1 when using greedy sampling (temperature 0), got {n}.", param="n")
 
 
-def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
-    _check_model(body.model, engine)
-    _check_greedy(body.n, body.temperature, body.ttc)
-    prompt = render(engine, body.messages)
-    limit = body.completion_limit()
-    default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
-    max_tokens = limit or default_limit
-    check_context(engine, prompt, max_tokens, "max_tokens")
-    top = body.top_logprobs if body.logprobs else None
-    spec = SamplingSpec(
+def _refuse_unsupported(body: ChatCompletionRequest | CompletionRequest, tool_parser: str | None) -> None:
+    """Parameters this service cannot honour are a 400 naming them, as vLLM answers; never silently dropped."""
+    if isinstance(body, CompletionRequest):
+        if body.suffix is not None:
+            raise InvalidRequest(
+                "suffix is not supported: this model cannot fill in the middle (no FIM template).",
+                param="suffix",
+            )
+        return
+    for name in ("audio", "prediction", "web_search_options"):
+        if getattr(body, name) is not None:
+            raise InvalidRequest(f"`{name}` is not supported by this service.", param=name)
+    if body.modalities is not None and body.modalities != ["text"]:
+        raise InvalidRequest("Only the text modality is supported.", param="modalities")
+    for name in ("functions", "function_call"):
+        if getattr(body, name) is not None:
+            raise InvalidRequest(f"`{name}` is deprecated and not supported; use `tools`.", param=name)
+    wants_tools = bool(body.tools) or body.tool_choice not in (None, "none")
+    if body.tools == []:
+        raise InvalidRequest("`tools` must not be an empty array.", param="tools")
+    if wants_tools and body.ttc is not None:
+        raise InvalidRequest(
+            "`tools` cannot be combined with `ttc`: no test-time compute strategy can vote on or verify tool "
+            "calls. Send the request without `ttc`.",
+            param="tools",
+        )
+    if wants_tools and tool_parser is None:
+        raise InvalidRequest(
+            '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set: this '
+            "service calls tools only when its operator sets TTC_TOOL_CALL_PARSER.",
+            param="tools",
+        )
+    if body.tool_choice is not None and not body.tools and body.tool_choice != "none":
+        raise InvalidRequest("When using `tool_choice`, `tools` must be set.", param="tool_choice")
+
+
+def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """Token ids (strings in JSON) as ints; an id beyond the vocabulary is the engine's 400 to give."""
+    return tuple((int(token), float(value)) for token, value in (bias or {}).items())
+
+
+def structured_output(body: ChatCompletionRequest | CompletionRequest) -> StructuredOutput | None:
+    """response_format (OpenAI) or structured_outputs (vLLM) as one guided-decoding constraint; response_format
+    wins when both are given, as in vLLM."""
+    fmt = body.response_format
+    if fmt is not None and fmt.type == "json_object":
+        return StructuredOutput(json_object=True)
+    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+        return StructuredOutput(json=json.dumps(fmt.json_schema.schema_ or {"type": "object"}))
+    options = body.structured_outputs
+    if options is None:
+        return None
+    schema = options.json_
+    return StructuredOutput(
+        json=(schema if isinstance(schema, str) else json.dumps(schema)) if schema is not None else None,
+        regex=options.regex,
+        choice=tuple(options.choice) if options.choice is not None else None,
+        grammar=options.grammar,
+        json_object=options.json_object,
+        disable_any_whitespace=options.disable_any_whitespace,
+        disable_additional_properties=options.disable_additional_properties,
+        whitespace_pattern=options.whitespace_pattern,
+    )
+
+
+def _spec(
+    body: ChatCompletionRequest | CompletionRequest, max_tokens: int, logprobs: int | None
+) -> SamplingSpec:
+    """Every sampling parameter of the request, for the engine (and, with ttc, for every sample)."""
+    if body.min_tokens > max_tokens:
+        raise InvalidRequest(
+            f"min_tokens ({body.min_tokens}) must be at most max_tokens ({max_tokens}).", param="min_tokens"
+        )
+    return SamplingSpec(
         n=body.n,
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=max_tokens,
         stop=_stop_list(body.stop),
         seed=body.seed,
-        logprobs=(top or 1) if body.logprobs else None,
+        logprobs=logprobs,
+        include_stop_str_in_output=body.include_stop_str_in_output,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty if body.repetition_penalty is not None else 1.0,
+        top_k=body.top_k or 0,
+        min_p=body.min_p or 0.0,
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
+        logit_bias=_logit_bias(body.logit_bias),
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        bad_words=tuple(body.bad_words or ()),
+        allowed_token_ids=tuple(body.allowed_token_ids) if body.allowed_token_ids is not None else None,
+        structured=structured_output(body),
     )
+
+
+def prepare_chat(body: ChatCompletionRequest, engine: Engine, tool_parser: str | None = None) -> PreparedCall:
+    _check_model(body.model, engine)
+    _check_greedy(body.n, body.temperature, body.ttc)
+    _refuse_unsupported(body, tool_parser)
+    prompt = render(engine, body.messages)
+    limit = body.completion_limit()
+    default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
+    max_tokens = limit or default_limit
+    check_context(engine, prompt, max_tokens, "max_tokens")
+    top = body.top_logprobs if body.logprobs else None
+    spec = _spec(body, max_tokens, (top or 1) if body.logprobs else None)
     return PreparedCall(
         "chat",
         new_id("chatcmpl"),
@@ -122,17 +213,10 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine) -> PreparedCall:
 def prepare_text(body: CompletionRequest, engine: Engine) -> PreparedCall:
     _check_model(body.model, engine)
     _check_greedy(body.n, body.temperature, body.ttc)
+    _refuse_unsupported(body, None)
     prompt = body.prompt_text()
     check_context(engine, prompt, body.max_tokens, "max_tokens")
-    spec = SamplingSpec(
-        n=body.n,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_tokens,
-        stop=_stop_list(body.stop),
-        seed=body.seed,
-        logprobs=body.logprobs if body.logprobs else None,
-    )
+    spec = _spec(body, body.max_tokens, body.logprobs if body.logprobs else None)
     return PreparedCall(
         "text",
         new_id("cmpl"),

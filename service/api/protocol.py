@@ -6,11 +6,14 @@ before any work starts.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared pieces
@@ -117,8 +120,10 @@ class SamplingOptions(BaseModel):
 class AnswerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["number", "boxed", "text", "regex"] = Field(
-        "number", description="How the final answer is read out of a candidate."
+    type: Literal["number", "boxed", "text", "regex", "json"] = Field(
+        "number",
+        description="How the final answer is read out of a candidate; `json` (the default with a JSON "
+        "response_format) compares parsed JSON in canonical form.",
     )
     pattern: str | None = Field(
         None, max_length=1000, description="For `regex`: group 1 (or the match) is the answer."
@@ -256,55 +261,241 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with usage.")
 
 
-class ChatCompletionRequest(RequestBody):
-    model_config = ConfigDict(extra="ignore")
+class JsonSchemaFormat(BaseModel):
+    name: str = Field("response", max_length=64, description="The schema's name (not used for decoding).")
+    description: str | None = Field(None, description="What the schema is for (not used for decoding).")
+    schema_: dict[str, Any] = Field(
+        default_factory=dict, alias="schema", description="A JSON Schema every sample must satisfy."
+    )
+    strict: bool | None = Field(None, description="Accepted; decoding is always constrained to the schema.")
 
-    model: str | None = Field(None, description="Served model name.")
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: vLLM's guided decoding constrains every sample (every strategy's too)."""
+
+    type: Literal["text", "json_object", "json_schema"] = Field(..., description="Output format.")
+    json_schema: JsonSchemaFormat | None = Field(None, description="Required when type is json_schema.")
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError(
+                "When response_format type is 'json_schema', the 'json_schema' field must be provided."
+            )
+        return self
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs`: exactly one constraint, applied to every sample through guided decoding."""
+
+    json_: dict[str, Any] | str | None = Field(
+        None, alias="json", description="A JSON Schema (object or text)."
+    )
+    regex: str | None = Field(None, min_length=1, description="A regular expression the output must match.")
+    choice: list[str] | None = Field(None, min_length=1, description="The output is exactly one of these.")
+    grammar: str | None = Field(None, min_length=1, description="An EBNF (GBNF/Lark) grammar.")
+    json_object: bool | None = Field(None, description="Any JSON object.")
+    disable_any_whitespace: bool = Field(False, description="No whitespace between JSON tokens.")
+    disable_additional_properties: bool = Field(
+        False, description="additionalProperties false in the schema."
+    )
+    whitespace_pattern: str | None = Field(None, description="Whitespace allowed between JSON tokens.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [
+            name
+            for name, value in (
+                ("json", self.json_),
+                ("regex", self.regex),
+                ("choice", self.choice),
+                ("grammar", self.grammar),
+                ("json_object", self.json_object),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "structured_outputs takes exactly one constraint of json, regex, choice, grammar, json_object; "
+                f"got {given or 'none'}"
+            )
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(
+                    f"structured_outputs.regex is not a valid regular expression: {exc}"
+                ) from exc
+        return self
+
+
+LogitBias = dict[Annotated[str, Field(pattern=r"^\d{1,9}$")], Annotated[float, Field(ge=-100, le=100)]]
+Stop = str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=8)] | None
+
+
+class OpenAIRequest(RequestBody):
+    """What the chat and text completion requests share: their validation rules, and vLLM's sampling extras.
+    Unknown fields are ignored with a warning in the log, as vLLM does (so clients that send newer OpenAI
+    fields keep working); the OpenAI fields we cannot honour are declared, so that they are refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_options_need_stream(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("stream_options") and not data.get("stream"):
+            raise ValueError("`stream_options` can only be defined when `stream=True`.")
+        return data
+
+    @model_validator(mode="after")
+    def _warn_unknown(self) -> OpenAIRequest:
+        if self.model_extra:
+            logger.warning(
+                "The following fields were present in the request but ignored: %s", sorted(self.model_extra)
+            )
+        return self
+
+
+_VLLM_EXTRAS_NOTE = "vLLM extra, passed to the engine."
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    model: str | None = Field(None, description="Served model name; another name is a 404 model_not_found.")
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=1024, description="The conversation.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    audio: dict[str, Any] | None = Field(None, description="Refused (400): this model has no audio output.")
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on repeated tokens, by count."
+    )
+    function_call: str | dict[str, Any] | None = Field(None, description="Deprecated; refused like `tools`.")
+    functions: list[dict[str, Any]] | None = Field(None, description="Deprecated; refused like `tools`.")
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) to a bias in [-100, 100].")
     logprobs: bool = Field(False, description="Return log probabilities of the output tokens.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
-    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion (deprecated name).")
     max_completion_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion.")
-    n: int = Field(1, ge=1, le=128, description="Choices to return.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion (deprecated name).")
+    metadata: dict[str, str] | None = Field(None, description="Accepted; not applied (nothing is stored).")
+    modalities: list[Literal["text"]] | None = Field(None, description='Only ["text"]; audio is refused.')
+    n: int = Field(1, ge=1, le=128, description="Choices to return; with temperature 0 it must be 1.")
+    parallel_tool_calls: bool | None = Field(None, description="Passed on with `tools` (tool parser only).")
+    prediction: dict[str, Any] | None = Field(None, description="Refused (400): no predicted outputs.")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on tokens already present."
+    )
+    reasoning_effort: str | None = Field(
+        None, description="Accepted; not applied (the model does not reason)."
+    )
+    response_format: ResponseFormat | None = Field(None, description="text, json_object or json_schema.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed.")
-    stop: str | list[str] | None = Field(None, description="Up to 8 stop strings.")
+    service_tier: str | None = Field(None, description="Accepted; not applied (one tier).")
+    stop: Stop = Field(None, description="Up to 8 stop strings.")
+    store: bool | None = Field(None, description="Accepted; not applied (nothing is stored).")
     stream: bool = Field(False, description="Stream chunks as server-sent events.")
-    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options (only with stream).")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature.")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="With `tools` (tool parser only).")
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="Tool definitions: passed to vLLM when TTC_TOOL_CALL_PARSER is set; otherwise a 400.",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Alternatives per token (needs logprobs)."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    user: str | None = Field(None, description="End-user id (logged only).")
+    user: str | None = Field(None, description="Accepted; not applied (end-user id).")
+    web_search_options: dict[str, Any] | None = Field(None, description="Refused (400): no web search.")
+    top_k: int | None = Field(
+        None, ge=-1, le=1_000_000, description="Top-k sampling (0 or -1: off). " + _VLLM_EXTRAS_NOTE
+    )
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling. " + _VLLM_EXTRAS_NOTE)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="1 is off. " + _VLLM_EXTRAS_NOTE)
+    min_tokens: int = Field(
+        0, ge=0, le=32768, description="Tokens before EOS or a stop may end. " + _VLLM_EXTRAS_NOTE
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past EOS. " + _VLLM_EXTRAS_NOTE)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=64, description="Stop tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string. " + _VLLM_EXTRAS_NOTE)
+    bad_words: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=64, description="Words never generated. " + _VLLM_EXTRAS_NOTE
+    )
+    allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Only these tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="json, regex, choice or grammar. " + _VLLM_EXTRAS_NOTE
+    )
     ttc: TTCOptions | None = Field(None, description="Test-time compute: strategy, budget, verifier, params.")
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("when using `top_logprobs`, `logprobs` must be set to true.")
+        return self
 
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(RequestBody):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = Field(None, description="Served model name.")
-    prompt: str | list[str] = Field(..., description="The prompt (one string, or a list of exactly one).")
+class CompletionRequest(OpenAIRequest):
+    model: str | None = Field(None, description="Served model name; another name is a 404 model_not_found.")
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
+        ..., description="The prompt: one non-empty string, or a list of exactly one."
+    )
+    best_of: int | None = Field(None, ge=1, le=1, description="Refused above 1 (as vLLM: use `n`).")
     echo: bool = Field(False, description="Prepend the prompt to the completion.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on repeated tokens, by count."
+    )
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) to a bias in [-100, 100].")
     logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token to return.")
     max_tokens: int = Field(16, ge=1, le=32768, description="Longest completion.")
-    n: int = Field(1, ge=1, le=128, description="Choices to return.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    n: int = Field(1, ge=1, le=128, description="Choices to return; with temperature 0 it must be 1.")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on tokens already present."
+    )
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed.")
-    stop: str | list[str] | None = Field(None, description="Up to 8 stop strings.")
+    stop: Stop = Field(None, description="Up to 8 stop strings.")
     stream: bool = Field(False, description="Stream chunks as server-sent events.")
-    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options (only with stream).")
+    suffix: str | None = Field(None, description="Refused (400): this model cannot fill in the middle.")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    user: str | None = Field(None, description="End-user id (logged only).")
+    user: str | None = Field(None, description="Accepted; not applied (end-user id).")
+    top_k: int | None = Field(
+        None, ge=-1, le=1_000_000, description="Top-k sampling (0 or -1: off). " + _VLLM_EXTRAS_NOTE
+    )
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling. " + _VLLM_EXTRAS_NOTE)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="1 is off. " + _VLLM_EXTRAS_NOTE)
+    min_tokens: int = Field(
+        0, ge=0, le=32768, description="Tokens before EOS or a stop may end. " + _VLLM_EXTRAS_NOTE
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past EOS. " + _VLLM_EXTRAS_NOTE)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=64, description="Stop tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string. " + _VLLM_EXTRAS_NOTE)
+    bad_words: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=64, description="Words never generated. " + _VLLM_EXTRAS_NOTE
+    )
+    allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Only these tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object or json_schema. " + _VLLM_EXTRAS_NOTE
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="json, regex, choice or grammar. " + _VLLM_EXTRAS_NOTE
+    )
     ttc: TTCOptions | None = Field(None, description="Test-time compute: strategy, budget, verifier, params.")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> CompletionRequest:
-        if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise ValueError("prompt must be a string or a list of exactly one string")
         if self.prompt_text() == "":
             raise ValueError("prompt must not be empty")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from service.runtime.settings import Settings
 from service.store.corpora import CorpusRetriever, CorpusStore
 from strategies import get_strategy
 from strategies.base import ProgressCallback, RagContext, Result, Task
+from strategies.selection import ranked
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
 
@@ -137,6 +139,30 @@ async def rag_context(options: TTCOptions, corpora: CorpusStore | None) -> RagCo
     )
 
 
+def answer_spec(options: TTCOptions, sampling: SamplingSpec) -> AnswerSpec:
+    """How answers are read: as asked, or, when the request constrains samples to JSON and names no answer
+    type, as parsed JSON in canonical form (so equal objects vote together however they are spaced)."""
+    if (
+        sampling.structured is not None
+        and sampling.structured.is_json
+        and "answer" not in options.model_fields_set
+    ):
+        return AnswerSpec("json")
+    return AnswerSpec(options.answer.type, options.answer.pattern)
+
+
+def parsed_winner(result: Result, answer: AnswerSpec) -> Result:
+    """With JSON answers, a candidate that does not parse never wins while one that parses exists (it can be
+    chosen by `max` selection or a tree's best leaf, which look at scores, not answers)."""
+    if answer.type != "json" or result.answer is not None or result.abstained:
+        return result
+    parsed = [candidate for candidate in result.candidates if candidate.answer is not None]
+    if not parsed:
+        return result
+    best = ranked(parsed, result.params.get("selection", "majority"))[0]
+    return dataclasses.replace(result, text=best.text, answer=best.answer)
+
+
 async def solve(
     state: ServiceState,
     options: TTCOptions,
@@ -152,7 +178,7 @@ async def solve(
     check_context(engine, prompt, sampling.max_tokens, "sampling.max_tokens")
     limits, budget_given = limits_of(options.budget, settings)
     budget = BudgetTracker(limits, engine.shape, hardware, settings.count_weight_loading)
-    answer = AnswerSpec(options.answer.type, options.answer.pattern)
+    answer = answer_spec(options, sampling)
     verifier = (
         build_verifier(
             options.verifier.name,
@@ -181,7 +207,7 @@ async def solve(
     started = time.monotonic()
     status = "error"
     try:
-        result = await strategy(task, engine, verifier, budget)
+        result = parsed_winner(await strategy(task, engine, verifier, budget), answer)
         status = "ok"
     finally:
         spend = budget.finish()
