@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from service.api.errors import install_error_handlers
+from service.api.openapi import install_openapi
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
 from service.api.routes_openai import router as openai_router
@@ -133,6 +134,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     )
     app.state.service = state
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(ops_router)
     app.include_router(solve_router)
     app.include_router(openai_router)

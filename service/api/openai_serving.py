@@ -30,6 +30,7 @@ from service.runtime.engine import (
     Delta,
     Engine,
     Generation,
+    Sample,
     SamplingSpec,
     StreamState,
     StructuredOutput,
@@ -37,6 +38,7 @@ from service.runtime.engine import (
     generate,
 )
 from service.runtime.errors import InvalidRequest, NotFound, ServiceError
+from service.runtime.tool_calls import parse_tool_calls
 from strategies.selection import ranked
 
 Kind = Literal["chat", "text"]
@@ -58,6 +60,18 @@ class PreparedCall:
     top_logprobs: int
     echo: str
     ttc: TTCOptions | None
+    tools: ToolUse | None = None
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A chat request with `tools`, answered through vLLM's tool-call parser."""
+
+    parser: str
+    tokenizer: Any
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    tool_choice: Any
 
 
 def _stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -120,6 +134,13 @@ def _refuse_unsupported(body: ChatCompletionRequest | CompletionRequest, tool_pa
         )
     if body.tool_choice is not None and not body.tools and body.tool_choice != "none":
         raise InvalidRequest("When using `tool_choice`, `tools` must be set.", param="tool_choice")
+    if wants_tools and body.tool_choice not in (None, "auto"):
+        raise InvalidRequest(
+            'Only tool_choice "auto" (or "none") is supported: the parser reads the calls the model chose.',
+            param="tool_choice",
+        )
+    if wants_tools and body.stream:
+        raise InvalidRequest("Streaming with `tools` is not supported; send stream: false.", param="stream")
 
 
 def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
@@ -187,7 +208,15 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine, tool_parser: str |
     _check_model(body.model, engine)
     _check_greedy(body.n, body.temperature, body.ttc)
     _refuse_unsupported(body, tool_parser)
-    prompt = render(engine, body.messages)
+    tools = None
+    if body.tools and body.tool_choice != "none" and tool_parser is not None:
+        messages = [message.template_dict() for message in body.messages]
+        tools = ToolUse(
+            tool_parser, getattr(engine, "hf_tokenizer", None), messages, body.tools, body.tool_choice
+        )
+        prompt = engine.render_chat(messages, tools=body.tools)
+    else:
+        prompt = render(engine, body.messages)
     limit = body.completion_limit()
     default_limit = 256 if body.ttc else max(engine.max_model_len - len(engine.encode(prompt)), 1)
     max_tokens = limit or default_limit
@@ -207,6 +236,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine, tool_parser: str |
         top or 0,
         "",
         body.ttc,
+        tools,
     )
 
 
@@ -300,6 +330,20 @@ def _finish(reason: str | None) -> str | None:
     return "length" if reason == "abort" else reason
 
 
+def _tool_choice(
+    call: PreparedCall, tools: ToolUse, index: int, sample: Sample, logprobs: Any
+) -> dict[str, Any]:
+    """A chat choice whose text went through vLLM's tool-call parser: tool_calls, finish_reason tool_calls."""
+    parsed = parse_tool_calls(
+        tools.parser, tools.tokenizer, tools.messages, tools.tools, tools.tool_choice, sample.text
+    )
+    choice = _choice(call, index, parsed.content or "", _finish(sample.finish_reason), logprobs)
+    if parsed.tool_calls:
+        choice["message"] = {"role": "assistant", "content": parsed.content, "tool_calls": parsed.tool_calls}
+        choice["finish_reason"] = "tool_calls"
+    return choice
+
+
 def plain_response(call: PreparedCall, generation: Generation) -> dict[str, Any]:
     choices = []
     for index, sample in enumerate(generation.samples):
@@ -310,6 +354,9 @@ def plain_response(call: PreparedCall, generation: Generation) -> dict[str, Any]
                 if call.kind == "chat"
                 else _text_logprobs(sample.logprobs, call.top_logprobs, len(call.echo))
             )
+        if call.tools is not None:
+            choices.append(_tool_choice(call, call.tools, index, sample, logprobs))
+            continue
         choices.append(_choice(call, index, sample.text, _finish(sample.finish_reason), logprobs))
     return {
         **_envelope(call, chunk=False),

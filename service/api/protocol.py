@@ -12,6 +12,10 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from strategies import STRATEGIES
+from verifiers import VERIFIER_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +68,21 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(..., description="Who speaks.")
-    content: str | list[TextContentPart] | None = Field(..., description="What is said.")
+    content: str | list[TextContentPart] | None = Field(None, description="What is said.")
     name: str | None = Field(None, description="Optional speaker name.")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="An assistant's earlier tool calls (rendered by the chat template)."
+    )
+    tool_call_id: str | None = Field(None, description="For role `tool`: the call this message answers.")
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as the chat template takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls is not None:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
     def text(self) -> str:
         if self.content is None:
@@ -99,7 +116,13 @@ class VerifierSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., min_length=1, max_length=64, description="Verifier name, see GET /v1/verifiers.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        description="Verifier name, see GET /v1/verifiers.",
+        json_schema_extra={"enum": list(VERIFIER_NAMES)},
+    )
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -169,6 +192,7 @@ class TTCOptions(BaseModel):
         min_length=1,
         max_length=64,
         description="Strategy name, see GET /v1/strategies; `auto` chooses one per prompt within the budget.",
+        json_schema_extra={"enum": [*sorted(STRATEGIES)]},
     )
     budget: BudgetSpec | None = Field(None, description="Hard caps; the service spends up to them.")
     verifier: VerifierSpec | None = Field(None, description="Verifier that scores candidates.")
@@ -184,17 +208,31 @@ class TTCOptions(BaseModel):
 
 
 class SolveRequest(TTCOptions, RequestBody):
+    # Exactly one of `messages` and `prompt`, said in the schema too; leaving one out is how to not give it
+    # (an explicit null is refused, so the schema and the code agree).
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["messages"]}, {"required": ["prompt"]}]}
+    )
+
     model: str | None = Field(None, description="Served model name; optional (there is one model).")
-    messages: list[ChatMessage] | None = Field(
+    messages: list[ChatMessage] | SkipJsonSchema[None] = Field(
         None, min_length=1, max_length=1024, description="The conversation (OpenAI format); or give `prompt`."
     )
-    prompt: str | None = Field(
-        None, min_length=1, description="A raw question, sent through the chat template."
+    prompt: str | SkipJsonSchema[None] = Field(
+        None, min_length=1, description="A raw question, sent through the chat template; or give `messages`."
     )
     sampling: SamplingOptions = Field(
         default_factory=SamplingOptions, description="Sampling of each candidate."
     )
     stream: bool = Field(False, description="Send server-sent progress events, then the result.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_input(cls, data: Any) -> Any:
+        for key in ("messages", "prompt"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
+        return data
 
     @model_validator(mode="after")
     def _one_input(self) -> SolveRequest:
@@ -444,9 +482,10 @@ class ChatCompletionRequest(OpenAIRequest):
 
 class CompletionRequest(OpenAIRequest):
     model: str | None = Field(None, description="Served model name; another name is a 404 model_not_found.")
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
-        ..., description="The prompt: one non-empty string, or a list of exactly one."
-    )
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)]
+    ) = Field(..., description="The prompt: one non-empty string, or a list of exactly one.")
     best_of: int | None = Field(None, ge=1, le=1, description="Refused above 1 (as vLLM: use `n`).")
     echo: bool = Field(False, description="Prepend the prompt to the completion.")
     frequency_penalty: float | None = Field(
@@ -505,10 +544,12 @@ class CompletionRequest(OpenAIRequest):
 
 
 class OpenAIUsage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: dict[str, int] | None = None
+    prompt_tokens: int = Field(..., description="Prompt tokens over every engine call.")
+    completion_tokens: int = Field(..., description="Generated tokens over every engine call.")
+    total_tokens: int = Field(..., description="prompt_tokens + completion_tokens.")
+    prompt_tokens_details: dict[str, int] | None = Field(
+        None, description="`cached_tokens`: prefix-cache hits."
+    )
 
 
 class TTCReport(BaseModel):
@@ -529,6 +570,56 @@ class TTCReport(BaseModel):
     budget: BudgetReport = Field(..., description="Caps and spend side by side.")
     candidates: list[CandidateOut] | None = Field(None, description="Every candidate, when asked for.")
     details: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific information.")
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = Field("assistant", description="Always the assistant.")
+    content: str | None = Field(..., description="The text (null when the answer is only tool calls).")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="Calls found by the tool-call parser (only with `tools` and TTC_TOOL_CALL_PARSER)."
+    )
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = Field(..., description="Position among the n choices.")
+    message: ChatCompletionMessage = Field(..., description="The assistant's answer.")
+    logprobs: dict[str, Any] | None = Field(
+        ..., description="`content`: per-token log probabilities, if asked."
+    )
+    finish_reason: str | None = Field(..., description="stop, length or tool_calls.")
+
+
+class ChatCompletionResponse(BaseModel):
+    """A chat completion (stream: false); with `stream: true` the body is server-sent `chat.completion.chunk`s."""
+
+    id: str = Field(..., description="Request id.")
+    object: Literal["chat.completion"] = Field("chat.completion", description="Object type.")
+    created: int = Field(..., description="Unix time.")
+    model: str = Field(..., description="Served model.")
+    choices: list[ChatCompletionChoice] = Field(..., description="The choices (n of them; see ttc.warnings).")
+    usage: OpenAIUsage = Field(..., description="Tokens spent, every engine call of a ttc run included.")
+    ttc: TTCReport | None = Field(None, description="What test-time compute did (only with `ttc`).")
+
+
+class CompletionChoice(BaseModel):
+    index: int = Field(..., description="Position among the n choices.")
+    text: str = Field(..., description="The completion (after the prompt with `echo`).")
+    logprobs: dict[str, Any] | None = Field(
+        ..., description="tokens, token_logprobs, top_logprobs, text_offset."
+    )
+    finish_reason: str | None = Field(..., description="stop or length.")
+
+
+class CompletionResponse(BaseModel):
+    """A text completion (stream: false); with `stream: true` the body is server-sent `text_completion`s."""
+
+    id: str = Field(..., description="Request id.")
+    object: Literal["text_completion"] = Field("text_completion", description="Object type.")
+    created: int = Field(..., description="Unix time.")
+    model: str = Field(..., description="Served model.")
+    choices: list[CompletionChoice] = Field(..., description="The choices.")
+    usage: OpenAIUsage = Field(..., description="Tokens spent, every engine call of a ttc run included.")
+    ttc: TTCReport | None = Field(None, description="What test-time compute did (only with `ttc`).")
 
 
 class ModelCard(BaseModel):

@@ -13,16 +13,14 @@ from service.runtime.errors import EngineUnavailable
 router = APIRouter()
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="The process is up")
+@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+@router.get("/healthz", summary="The process is up (HEAD too)")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    summary="The engine is loaded, warm and healthy (503 before and after)",
-)
+@router.head("/readyz", include_in_schema=False)
+@router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after; HEAD too)")
 async def readyz(state: StateDep) -> JSONResponse:
     try:
         engine, _ = state.require_engine()

@@ -92,7 +92,7 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
 
 def render(engine: Engine, messages: Sequence[ChatMessage]) -> str:
     """The conversation through the model's chat template, ready for the assistant's turn."""
-    return engine.render_chat([{"role": message.role, "content": message.text()} for message in messages])
+    return engine.render_chat([message.template_dict() for message in messages])
 
 
 def limits_of(budget: BudgetSpec | None, settings: Settings) -> tuple[BudgetLimits, bool]:

@@ -172,7 +172,9 @@ class Engine(Protocol):
     max_model_len: int
     shape: ModelShape
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
 

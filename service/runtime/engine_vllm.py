@@ -29,11 +29,18 @@ class ChatTokenizer:
 
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
         rendered = self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+            list(messages), tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=True
         )
         return str(rendered)
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """The Hugging Face tokenizer itself (vLLM's tool-call parsers take it)."""
+        return self._tokenizer
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
