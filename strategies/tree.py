@@ -189,15 +189,22 @@ async def expand(search: Search, allocation: Allocation) -> list[Node]:
     async def grow(node: Node, count: int) -> tuple[Node, Generation | None, int]:
         sequence = tree.sequence(node)
         so_far = tree.solution_tokens(node)
-        step_cap = min(params.step_tokens, max_tokens - so_far, search.engine.max_model_len - len(sequence))
+        # vLLM's guided decoding starts its grammar at the first generated token and cannot resume inside an
+        # answer, so a structured request grows whole answers (one step each): every leaf is then constrained.
+        whole = task.sampling.structured is not None
+        step_cap = min(
+            max_tokens - so_far if whole else params.step_tokens,
+            max_tokens - so_far,
+            search.engine.max_model_len - len(sequence),
+        )
         if step_cap <= 0:
             return node, None, len(sequence)
         spec = dataclasses.replace(
             task.sampling,
             n=count,
             max_tokens=step_cap,
-            stop=(params.delimiter, *task.sampling.stop),
-            include_stop_str_in_output=True,
+            stop=task.sampling.stop if whole else (params.delimiter, *task.sampling.stop),
+            include_stop_str_in_output=not whole,
         )
         try:
             generation = await search.budget.generate(

@@ -11,6 +11,7 @@ in `re`); past either, the candidate simply has no answer.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Literal
 
 import regex
 
-AnswerType = Literal["number", "boxed", "text", "regex"]
+AnswerType = Literal["number", "boxed", "text", "regex", "json"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _FINAL_MARKERS = re.compile(r"(?:####|final answer is|answer is|answer:)\s*", re.IGNORECASE)
@@ -110,8 +111,20 @@ def normalize_text(text: str) -> str:
     return " ".join(text.strip().strip(".").lower().split())
 
 
+def canonical_json(text: str) -> str | None:
+    """The parsed JSON value in one canonical form (sorted keys, no spaces), so that equal values vote
+    together however they were written; None when the text is not JSON (such a candidate never wins a vote)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def extract_answer(text: str, spec: AnswerSpec) -> str | None:
     """The candidate's final answer in canonical form, or None when it gives none."""
+    if spec.type == "json":
+        return canonical_json(text)
     if spec.type == "number":
         return _number(text)
     if spec.type == "boxed":
@@ -136,6 +149,8 @@ def answers_equal(candidate: str | None, reference: str, spec: AnswerSpec) -> bo
     """Whether an extracted answer equals the reference answer (both as a person would write them)."""
     if candidate is None:
         return False
+    if spec.type == "json":
+        return candidate == canonical_json(reference)
     reference_number = normalize_number(reference)
     if spec.type == "number" and reference_number is None:
         reference_number = _number(reference)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from service.api.auth import require_admin, require_user
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, RequestContext
+from service.api.openapi import install_openapi
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
 from service.api.routes_keys import router as keys_router
@@ -177,6 +178,7 @@ def create_app(
     )
     app.state.service = state
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=state.metrics)  # added last: outermost
     app.include_router(ops_router)  # /healthz, /readyz, /metrics stay open

@@ -58,7 +58,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    message = first.get("msg", "Invalid value.")
+    message = str(first.get("msg", "Invalid value.")).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
 
@@ -90,7 +90,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(
-            error_body(str(exc.detail), error_type, None, exc.status_code), status_code=exc.status_code
+            error_body(str(exc.detail), error_type, None, exc.status_code),
+            status_code=exc.status_code,
+            headers=exc.headers,  # e.g. `Allow` on a 405
         )
 
     @app.exception_handler(Exception)

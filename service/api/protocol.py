@@ -6,15 +6,57 @@ before any work starts.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from strategies import STRATEGIES
+from verifiers import VERIFIER_NAMES
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared pieces
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _lone_surrogate_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string holding a lone UTF-16 surrogate (JSON allows "\\ud800"; UTF-8 and
+    the tokenizer do not), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and (found := _lone_surrogate_at(key, path)):
+            return found
+        if found := _lone_surrogate_at(item, f"{path}.{key}" if path else str(key)):
+            return found
+    return None
+
+
+class RequestBody(BaseModel):
+    """A request body: text must be valid Unicode, so a lone surrogate is a 400 naming the field, never an
+    engine or tokenizer failure later."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        if (where := _lone_surrogate_at(data, "")) is not None:
+            raise ValueError(f"{where} contains a lone UTF-16 surrogate, which is not valid Unicode text")
+        return data
 
 
 class TextContentPart(BaseModel):
@@ -26,8 +68,21 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(..., description="Who speaks.")
-    content: str | list[TextContentPart] | None = Field(..., description="What is said.")
+    content: str | list[TextContentPart] | None = Field(None, description="What is said.")
     name: str | None = Field(None, description="Optional speaker name.")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="An assistant's earlier tool calls (rendered by the chat template)."
+    )
+    tool_call_id: str | None = Field(None, description="For role `tool`: the call this message answers.")
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as the chat template takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls is not None:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
     def text(self) -> str:
         if self.content is None:
@@ -61,7 +116,13 @@ class VerifierSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., min_length=1, max_length=64, description="Verifier name, see GET /v1/verifiers.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        description="Verifier name, see GET /v1/verifiers.",
+        json_schema_extra={"enum": list(VERIFIER_NAMES)},
+    )
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -82,8 +143,10 @@ class SamplingOptions(BaseModel):
 class AnswerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["number", "boxed", "text", "regex"] = Field(
-        "number", description="How the final answer is read out of a candidate."
+    type: Literal["number", "boxed", "text", "regex", "json"] = Field(
+        "number",
+        description="How the final answer is read out of a candidate; `json` (the default with a JSON "
+        "response_format) compares parsed JSON in canonical form.",
     )
     pattern: str | None = Field(
         None, max_length=1000, description="For `regex`: group 1 (or the match) is the answer."
@@ -129,6 +192,7 @@ class TTCOptions(BaseModel):
         min_length=1,
         max_length=64,
         description="Strategy name, see GET /v1/strategies; `auto` chooses one per prompt within the budget.",
+        json_schema_extra={"enum": [*sorted(STRATEGIES)]},
     )
     budget: BudgetSpec | None = Field(None, description="Hard caps; the service spends up to them.")
     verifier: VerifierSpec | None = Field(None, description="Verifier that scores candidates.")
@@ -143,18 +207,32 @@ class TTCOptions(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class SolveRequest(TTCOptions):
+class SolveRequest(TTCOptions, RequestBody):
+    # Exactly one of `messages` and `prompt`, said in the schema too; leaving one out is how to not give it
+    # (an explicit null is refused, so the schema and the code agree).
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["messages"]}, {"required": ["prompt"]}]}
+    )
+
     model: str | None = Field(None, description="Served model name; optional (there is one model).")
-    messages: list[ChatMessage] | None = Field(
+    messages: list[ChatMessage] | SkipJsonSchema[None] = Field(
         None, min_length=1, max_length=1024, description="The conversation (OpenAI format); or give `prompt`."
     )
-    prompt: str | None = Field(
-        None, min_length=1, description="A raw question, sent through the chat template."
+    prompt: str | SkipJsonSchema[None] = Field(
+        None, min_length=1, description="A raw question, sent through the chat template; or give `messages`."
     )
     sampling: SamplingOptions = Field(
         default_factory=SamplingOptions, description="Sampling of each candidate."
     )
     stream: bool = Field(False, description="Send server-sent progress events, then the result.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_input(cls, data: Any) -> Any:
+        for key in ("messages", "prompt"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
+        return data
 
     @model_validator(mode="after")
     def _one_input(self) -> SolveRequest:
@@ -221,55 +299,242 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with usage.")
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class JsonSchemaFormat(BaseModel):
+    name: str = Field("response", max_length=64, description="The schema's name (not used for decoding).")
+    description: str | None = Field(None, description="What the schema is for (not used for decoding).")
+    schema_: dict[str, Any] = Field(
+        default_factory=dict, alias="schema", description="A JSON Schema every sample must satisfy."
+    )
+    strict: bool | None = Field(None, description="Accepted; decoding is always constrained to the schema.")
 
-    model: str | None = Field(None, description="Served model name.")
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: vLLM's guided decoding constrains every sample (every strategy's too)."""
+
+    type: Literal["text", "json_object", "json_schema"] = Field(..., description="Output format.")
+    json_schema: JsonSchemaFormat | None = Field(None, description="Required when type is json_schema.")
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError(
+                "When response_format type is 'json_schema', the 'json_schema' field must be provided."
+            )
+        return self
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs`: exactly one constraint, applied to every sample through guided decoding."""
+
+    json_: dict[str, Any] | str | None = Field(
+        None, alias="json", description="A JSON Schema (object or text)."
+    )
+    regex: str | None = Field(None, min_length=1, description="A regular expression the output must match.")
+    choice: list[str] | None = Field(None, min_length=1, description="The output is exactly one of these.")
+    grammar: str | None = Field(None, min_length=1, description="An EBNF (GBNF/Lark) grammar.")
+    json_object: bool | None = Field(None, description="Any JSON object.")
+    disable_any_whitespace: bool = Field(False, description="No whitespace between JSON tokens.")
+    disable_additional_properties: bool = Field(
+        False, description="additionalProperties false in the schema."
+    )
+    whitespace_pattern: str | None = Field(None, description="Whitespace allowed between JSON tokens.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [
+            name
+            for name, value in (
+                ("json", self.json_),
+                ("regex", self.regex),
+                ("choice", self.choice),
+                ("grammar", self.grammar),
+                ("json_object", self.json_object),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "structured_outputs takes exactly one constraint of json, regex, choice, grammar, json_object; "
+                f"got {given or 'none'}"
+            )
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(
+                    f"structured_outputs.regex is not a valid regular expression: {exc}"
+                ) from exc
+        return self
+
+
+LogitBias = dict[Annotated[str, Field(pattern=r"^\d{1,9}$")], Annotated[float, Field(ge=-100, le=100)]]
+Stop = str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=8)] | None
+
+
+class OpenAIRequest(RequestBody):
+    """What the chat and text completion requests share: their validation rules, and vLLM's sampling extras.
+    Unknown fields are ignored with a warning in the log, as vLLM does (so clients that send newer OpenAI
+    fields keep working); the OpenAI fields we cannot honour are declared, so that they are refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_options_need_stream(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("stream_options") and not data.get("stream"):
+            raise ValueError("`stream_options` can only be defined when `stream=True`.")
+        return data
+
+    @model_validator(mode="after")
+    def _warn_unknown(self) -> OpenAIRequest:
+        if self.model_extra:
+            logger.warning(
+                "The following fields were present in the request but ignored: %s", sorted(self.model_extra)
+            )
+        return self
+
+
+_VLLM_EXTRAS_NOTE = "vLLM extra, passed to the engine."
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    model: str | None = Field(None, description="Served model name; another name is a 404 model_not_found.")
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=1024, description="The conversation.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    audio: dict[str, Any] | None = Field(None, description="Refused (400): this model has no audio output.")
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on repeated tokens, by count."
+    )
+    function_call: str | dict[str, Any] | None = Field(None, description="Deprecated; refused like `tools`.")
+    functions: list[dict[str, Any]] | None = Field(None, description="Deprecated; refused like `tools`.")
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) to a bias in [-100, 100].")
     logprobs: bool = Field(False, description="Return log probabilities of the output tokens.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
-    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion (deprecated name).")
     max_completion_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion.")
-    n: int = Field(1, ge=1, le=128, description="Choices to return.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest completion (deprecated name).")
+    metadata: dict[str, str] | None = Field(None, description="Accepted; not applied (nothing is stored).")
+    modalities: list[Literal["text"]] | None = Field(None, description='Only ["text"]; audio is refused.')
+    n: int = Field(1, ge=1, le=128, description="Choices to return; with temperature 0 it must be 1.")
+    parallel_tool_calls: bool | None = Field(None, description="Passed on with `tools` (tool parser only).")
+    prediction: dict[str, Any] | None = Field(None, description="Refused (400): no predicted outputs.")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on tokens already present."
+    )
+    reasoning_effort: str | None = Field(
+        None, description="Accepted; not applied (the model does not reason)."
+    )
+    response_format: ResponseFormat | None = Field(None, description="text, json_object or json_schema.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed.")
-    stop: str | list[str] | None = Field(None, description="Up to 8 stop strings.")
+    service_tier: str | None = Field(None, description="Accepted; not applied (one tier).")
+    stop: Stop = Field(None, description="Up to 8 stop strings.")
+    store: bool | None = Field(None, description="Accepted; not applied (nothing is stored).")
     stream: bool = Field(False, description="Stream chunks as server-sent events.")
-    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options (only with stream).")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature.")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="With `tools` (tool parser only).")
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="Tool definitions: passed to vLLM when TTC_TOOL_CALL_PARSER is set; otherwise a 400.",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Alternatives per token (needs logprobs)."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    user: str | None = Field(None, description="End-user id (logged only).")
+    user: str | None = Field(None, description="Accepted; not applied (end-user id).")
+    web_search_options: dict[str, Any] | None = Field(None, description="Refused (400): no web search.")
+    top_k: int | None = Field(
+        None, ge=-1, le=1_000_000, description="Top-k sampling (0 or -1: off). " + _VLLM_EXTRAS_NOTE
+    )
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling. " + _VLLM_EXTRAS_NOTE)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="1 is off. " + _VLLM_EXTRAS_NOTE)
+    min_tokens: int = Field(
+        0, ge=0, le=32768, description="Tokens before EOS or a stop may end. " + _VLLM_EXTRAS_NOTE
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past EOS. " + _VLLM_EXTRAS_NOTE)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=64, description="Stop tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string. " + _VLLM_EXTRAS_NOTE)
+    bad_words: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=64, description="Words never generated. " + _VLLM_EXTRAS_NOTE
+    )
+    allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Only these tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="json, regex, choice or grammar. " + _VLLM_EXTRAS_NOTE
+    )
     ttc: TTCOptions | None = Field(None, description="Test-time compute: strategy, budget, verifier, params.")
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("when using `top_logprobs`, `logprobs` must be set to true.")
+        return self
 
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = Field(None, description="Served model name.")
-    prompt: str | list[str] = Field(..., description="The prompt (one string, or a list of exactly one).")
+class CompletionRequest(OpenAIRequest):
+    model: str | None = Field(None, description="Served model name; another name is a 404 model_not_found.")
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)]
+    ) = Field(..., description="The prompt: one non-empty string, or a list of exactly one.")
+    best_of: int | None = Field(None, ge=1, le=1, description="Refused above 1 (as vLLM: use `n`).")
     echo: bool = Field(False, description="Prepend the prompt to the completion.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on repeated tokens, by count."
+    )
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) to a bias in [-100, 100].")
     logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token to return.")
     max_tokens: int = Field(16, ge=1, le=32768, description="Longest completion.")
-    n: int = Field(1, ge=1, le=128, description="Choices to return.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted; not applied.")
+    n: int = Field(1, ge=1, le=128, description="Choices to return; with temperature 0 it must be 1.")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Penalty on tokens already present."
+    )
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed.")
-    stop: str | list[str] | None = Field(None, description="Up to 8 stop strings.")
+    stop: Stop = Field(None, description="Up to 8 stop strings.")
     stream: bool = Field(False, description="Stream chunks as server-sent events.")
-    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options (only with stream).")
+    suffix: str | None = Field(None, description="Refused (400): this model cannot fill in the middle.")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    user: str | None = Field(None, description="End-user id (logged only).")
+    user: str | None = Field(None, description="Accepted; not applied (end-user id).")
+    top_k: int | None = Field(
+        None, ge=-1, le=1_000_000, description="Top-k sampling (0 or -1: off). " + _VLLM_EXTRAS_NOTE
+    )
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling. " + _VLLM_EXTRAS_NOTE)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="1 is off. " + _VLLM_EXTRAS_NOTE)
+    min_tokens: int = Field(
+        0, ge=0, le=32768, description="Tokens before EOS or a stop may end. " + _VLLM_EXTRAS_NOTE
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past EOS. " + _VLLM_EXTRAS_NOTE)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=64, description="Stop tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string. " + _VLLM_EXTRAS_NOTE)
+    bad_words: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=64, description="Words never generated. " + _VLLM_EXTRAS_NOTE
+    )
+    allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Only these tokens. " + _VLLM_EXTRAS_NOTE
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object or json_schema. " + _VLLM_EXTRAS_NOTE
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="json, regex, choice or grammar. " + _VLLM_EXTRAS_NOTE
+    )
     ttc: TTCOptions | None = Field(None, description="Test-time compute: strategy, budget, verifier, params.")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> CompletionRequest:
-        if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise ValueError("prompt must be a string or a list of exactly one string")
         if self.prompt_text() == "":
             raise ValueError("prompt must not be empty")
         return self
@@ -279,23 +544,82 @@ class CompletionRequest(BaseModel):
 
 
 class OpenAIUsage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: dict[str, int] | None = None
+    prompt_tokens: int = Field(..., description="Prompt tokens over every engine call.")
+    completion_tokens: int = Field(..., description="Generated tokens over every engine call.")
+    total_tokens: int = Field(..., description="prompt_tokens + completion_tokens.")
+    prompt_tokens_details: dict[str, int] | None = Field(
+        None, description="`cached_tokens`: prefix-cache hits."
+    )
 
 
 class TTCReport(BaseModel):
     """What test-time compute did, attached to OpenAI responses as `ttc`."""
 
-    strategy: str
-    params: dict[str, Any]
-    answer: str | None
-    abstained: bool
-    usage: Usage
-    budget: BudgetReport
-    candidates: list[CandidateOut] | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    strategy: str = Field(..., description="Strategy that ran.")
+    params: dict[str, Any] = Field(..., description="Strategy parameters as actually used.")
+    answer: str | None = Field(..., description="The chosen final answer, null when abstaining.")
+    abstained: bool = Field(..., description="True when the service declined to answer.")
+    choices_returned: int = Field(
+        ...,
+        description="Choices in the response: fewer than `n` when the strategy had fewer distinct candidates.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What differs from the request (e.g. fewer choices than `n`)."
+    )
+    usage: Usage = Field(..., description="What the request spent.")
+    budget: BudgetReport = Field(..., description="Caps and spend side by side.")
+    candidates: list[CandidateOut] | None = Field(None, description="Every candidate, when asked for.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific information.")
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = Field("assistant", description="Always the assistant.")
+    content: str | None = Field(..., description="The text (null when the answer is only tool calls).")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="Calls found by the tool-call parser (only with `tools` and TTC_TOOL_CALL_PARSER)."
+    )
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = Field(..., description="Position among the n choices.")
+    message: ChatCompletionMessage = Field(..., description="The assistant's answer.")
+    logprobs: dict[str, Any] | None = Field(
+        ..., description="`content`: per-token log probabilities, if asked."
+    )
+    finish_reason: str | None = Field(..., description="stop, length or tool_calls.")
+
+
+class ChatCompletionResponse(BaseModel):
+    """A chat completion (stream: false); with `stream: true` the body is server-sent `chat.completion.chunk`s."""
+
+    id: str = Field(..., description="Request id.")
+    object: Literal["chat.completion"] = Field("chat.completion", description="Object type.")
+    created: int = Field(..., description="Unix time.")
+    model: str = Field(..., description="Served model.")
+    choices: list[ChatCompletionChoice] = Field(..., description="The choices (n of them; see ttc.warnings).")
+    usage: OpenAIUsage = Field(..., description="Tokens spent, every engine call of a ttc run included.")
+    ttc: TTCReport | None = Field(None, description="What test-time compute did (only with `ttc`).")
+
+
+class CompletionChoice(BaseModel):
+    index: int = Field(..., description="Position among the n choices.")
+    text: str = Field(..., description="The completion (after the prompt with `echo`).")
+    logprobs: dict[str, Any] | None = Field(
+        ..., description="tokens, token_logprobs, top_logprobs, text_offset."
+    )
+    finish_reason: str | None = Field(..., description="stop or length.")
+
+
+class CompletionResponse(BaseModel):
+    """A text completion (stream: false); with `stream: true` the body is server-sent `text_completion`s."""
+
+    id: str = Field(..., description="Request id.")
+    object: Literal["text_completion"] = Field("text_completion", description="Object type.")
+    created: int = Field(..., description="Unix time.")
+    model: str = Field(..., description="Served model.")
+    choices: list[CompletionChoice] = Field(..., description="The choices.")
+    usage: OpenAIUsage = Field(..., description="Tokens spent, every engine call of a ttc run included.")
+    ttc: TTCReport | None = Field(None, description="What test-time compute did (only with `ttc`).")
 
 
 class ModelCard(BaseModel):
@@ -320,7 +644,7 @@ def new_id(prefix: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class CorpusCreate(BaseModel):
+class CorpusCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
@@ -350,7 +674,7 @@ class DemonstrationIn(BaseModel):
     answer: str = Field(..., min_length=1, max_length=4000, description="Its answer.")
 
 
-class DocumentsAdd(BaseModel):
+class DocumentsAdd(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(default_factory=list, description="Documents to add or replace.")
@@ -359,7 +683,7 @@ class DocumentsAdd(BaseModel):
     )
 
 
-class CorpusSearch(BaseModel):
+class CorpusSearch(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(..., min_length=1, max_length=10000, description="What to look for.")
@@ -378,7 +702,7 @@ class LabelledExample(BaseModel):
     answer: str = Field(..., min_length=1, description="Its reference final answer.")
 
 
-class CalibrateVerifierRequest(BaseModel):
+class CalibrateVerifierRequest(RequestBody):
     """Measure a verifier's completeness c and soundness s on a task family from labelled examples."""
 
     model_config = ConfigDict(extra="forbid")

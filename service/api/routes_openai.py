@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from service.api.openai_serving import (
     PreparedCall,
@@ -16,7 +17,14 @@ from service.api.openai_serving import (
     stream_plain,
     stream_ttc,
 )
-from service.api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from service.api.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+)
 from service.api.state import ServiceState, StateDep
 from service.api.tenancy import tenant_of
 
@@ -34,13 +42,38 @@ async def respond(call: PreparedCall, request: Request, state: ServiceState) -> 
     return await complete(call, request, state, tenant)
 
 
-@router.post("/chat/completions", summary="OpenAI chat completions, with optional `ttc`")
+def _documented(model: type[BaseModel], chunk: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 response: the model as JSON, or server-sent chunks with `stream: true`."""
+    return {
+        200: {
+            "model": model,
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": f"`data: {{{chunk}}}` lines, then `data: [DONE]`.",
+                    }
+                }
+            },
+        }
+    }
+
+
+@router.post(
+    "/chat/completions",
+    summary="OpenAI chat completions, with optional `ttc`",
+    responses=_documented(ChatCompletionResponse, "chat.completion.chunk"),
+)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep) -> Any:
     engine, _ = state.require_engine()
-    return await respond(prepare_chat(body, engine), request, state)
+    return await respond(prepare_chat(body, engine, state.settings.tool_call_parser), request, state)
 
 
-@router.post("/completions", summary="OpenAI text completions, with optional `ttc`")
+@router.post(
+    "/completions",
+    summary="OpenAI text completions, with optional `ttc`",
+    responses=_documented(CompletionResponse, "text_completion"),
+)
 async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Any:
     engine, _ = state.require_engine()
     return await respond(prepare_text(body, engine), request, state)

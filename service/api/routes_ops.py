@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.get("/healthz", summary="The process is up and its engine is not dead (503 once it failed)")
+@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+@router.get("/healthz", summary="The process is up and its engine is not dead (503 once it failed); HEAD too")
 async def healthz(state: StateDep) -> JSONResponse:
     """200 while the engine loads and once it runs; 503 once it failed to start or died (the process then
     exits, so the supervisor restarts it)."""
@@ -26,7 +27,8 @@ async def healthz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after)")
+@router.head("/readyz", include_in_schema=False)
+@router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after; HEAD too)")
 async def readyz(state: StateDep) -> JSONResponse:
     try:
         engine, _ = state.require_engine()
@@ -40,6 +42,11 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": engine.model_name})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

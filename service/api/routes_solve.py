@@ -69,7 +69,12 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-@router.post("/solve", response_model=SolveResponse, summary="Answer a question within a compute budget")
+@router.post(
+    "/solve",
+    response_model=SolveResponse,
+    summary="Answer a question within a compute budget",
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},  # with stream: true
+)
 async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> Any:
     request_id = new_id("solve")
     tenant = tenant_of(request, state)

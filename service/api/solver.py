@@ -24,6 +24,7 @@ from service.runtime.settings import Settings
 from service.store.corpora import CorpusRetriever, CorpusStore
 from strategies import get_strategy
 from strategies.base import ProgressCallback, RagContext, Result, Task
+from strategies.selection import ranked
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
 
@@ -92,7 +93,7 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
 
 def render(engine: Engine, messages: Sequence[ChatMessage]) -> str:
     """The conversation through the model's chat template, ready for the assistant's turn."""
-    return engine.render_chat([{"role": message.role, "content": message.text()} for message in messages])
+    return engine.render_chat([message.template_dict() for message in messages])
 
 
 def _narrow(asked: float | None, ceiling: float | None) -> float | None:
@@ -188,6 +189,30 @@ async def rag_context(options: TTCOptions, corpora: CorpusStore | None) -> RagCo
     )
 
 
+def answer_spec(options: TTCOptions, sampling: SamplingSpec) -> AnswerSpec:
+    """How answers are read: as asked, or, when the request constrains samples to JSON and names no answer
+    type, as parsed JSON in canonical form (so equal objects vote together however they are spaced)."""
+    if (
+        sampling.structured is not None
+        and sampling.structured.is_json
+        and "answer" not in options.model_fields_set
+    ):
+        return AnswerSpec("json")
+    return AnswerSpec(options.answer.type, options.answer.pattern)
+
+
+def parsed_winner(result: Result, answer: AnswerSpec) -> Result:
+    """With JSON answers, a candidate that does not parse never wins while one that parses exists (it can be
+    chosen by `max` selection or a tree's best leaf, which look at scores, not answers)."""
+    if answer.type != "json" or result.answer is not None or result.abstained:
+        return result
+    parsed = [candidate for candidate in result.candidates if candidate.answer is not None]
+    if not parsed:
+        return result
+    best = ranked(parsed, result.params.get("selection", "majority"))[0]
+    return dataclasses.replace(result, text=best.text, answer=best.answer)
+
+
 async def solve(
     state: ServiceState,
     options: TTCOptions,
@@ -211,7 +236,7 @@ async def solve(
         settings.count_weight_loading,
         reserver=tenant.reserver() if tenant else None,
     )
-    answer = AnswerSpec(options.answer.type, options.answer.pattern)
+    answer = answer_spec(options, sampling)
     verifier = (
         build_verifier(
             options.verifier.name,
@@ -245,6 +270,7 @@ async def solve(
         else:
             async with tenant.slot(limits.seconds):
                 result = await strategy(task, engine, verifier, budget)
+        result = parsed_winner(result, answer)
         status = "ok"
     finally:
         spend = budget.finish()

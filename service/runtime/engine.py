@@ -10,6 +10,7 @@ Cancelling the task that awaits `generate` (or iterates `stream`) aborts the wor
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,50 @@ Prompt = str | list[int]
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """One guided-decoding constraint, as vLLM's StructuredOutputsParams names it (exactly one of json, regex,
+    choice, grammar, json_object is set; `json` is a JSON Schema as text, so the spec stays hashable)."""
+
+    json: str | None = None
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set, in the shape of vLLM's `structured_outputs` (both engines send this)."""
+        body: dict[str, Any] = {}
+        if self.json is not None:
+            body["json"] = json.loads(self.json)
+        if self.regex is not None:
+            body["regex"] = self.regex
+        if self.choice is not None:
+            body["choice"] = list(self.choice)
+        if self.grammar is not None:
+            body["grammar"] = self.grammar
+        if self.json_object is not None:
+            body["json_object"] = self.json_object
+        if self.disable_any_whitespace:
+            body["disable_any_whitespace"] = True
+        if self.disable_additional_properties:
+            body["disable_additional_properties"] = True
+        if self.whitespace_pattern is not None:
+            body["whitespace_pattern"] = self.whitespace_pattern
+        return body
+
+    @property
+    def is_json(self) -> bool:
+        return self.json is not None or bool(self.json_object)
+
+
+@dataclass(frozen=True)
 class SamplingSpec:
-    """What vLLM's SamplingParams needs from us; immutable so it can never leak between requests."""
+    """What vLLM's SamplingParams needs from us; immutable so it can never leak between requests. The fields
+    after `include_stop_str_in_output` are vLLM's own sampling parameters, passed through unchanged by both
+    engines (their defaults are vLLM's "off")."""
 
     n: int = 1
     temperature: float = 0.8
@@ -32,6 +75,44 @@ class SamplingSpec:
     seed: int | None = None
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    bad_words: tuple[str, ...] = ()
+    allowed_token_ids: tuple[int, ...] | None = None
+    structured: StructuredOutput | None = None
+
+    def engine_extras(self) -> dict[str, Any]:
+        """vLLM's extra sampling parameters that differ from their defaults, named as vLLM names them (keyword
+        arguments of SamplingParams, and fields of a vLLM server's request body alike)."""
+        extras: dict[str, Any] = {}
+        if self.presence_penalty:
+            extras["presence_penalty"] = self.presence_penalty
+        if self.frequency_penalty:
+            extras["frequency_penalty"] = self.frequency_penalty
+        if self.repetition_penalty != 1.0:
+            extras["repetition_penalty"] = self.repetition_penalty
+        if self.top_k not in (0, -1):
+            extras["top_k"] = self.top_k
+        if self.min_p:
+            extras["min_p"] = self.min_p
+        if self.min_tokens:
+            extras["min_tokens"] = self.min_tokens
+        if self.ignore_eos:
+            extras["ignore_eos"] = True
+        if self.stop_token_ids:
+            extras["stop_token_ids"] = list(self.stop_token_ids)
+        if self.bad_words:
+            extras["bad_words"] = list(self.bad_words)
+        if self.allowed_token_ids is not None:
+            extras["allowed_token_ids"] = list(self.allowed_token_ids)
+        return extras
 
 
 @dataclass(frozen=True)
@@ -92,7 +173,9 @@ class Engine(Protocol):
     shape: ModelShape
     max_token_chars: int  # the vocabulary's longest token: a longer text than context x this cannot fit
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -84,6 +84,11 @@ class RemoteEngine(ChatTokenizer):
             body["seed"] = spec.seed
         if spec.logprobs is not None:
             body["logprobs"] = spec.logprobs
+        body.update(spec.engine_extras())
+        if spec.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in spec.logit_bias}
+        if spec.structured is not None:
+            body["structured_outputs"] = spec.structured.as_dict()
         state.prompt_tokens = len(prompt) if isinstance(prompt, list) else len(self.encode(prompt))
         self._in_flight += 1
         try:

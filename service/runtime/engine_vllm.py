@@ -30,11 +30,18 @@ class ChatTokenizer:
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_token_chars = max((len(token) for token in self._tokenizer.get_vocab()), default=1)
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
         rendered = self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+            list(messages), tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=True
         )
         return str(rendered)
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """The Hugging Face tokenizer itself (vLLM's tool-call parsers take it)."""
+        return self._tokenizer
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
@@ -96,21 +103,29 @@ class InProcessEngine(ChatTokenizer):
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         token_ids = prompt if isinstance(prompt, list) else self.encode(prompt)
-        params = SamplingParams(
-            n=spec.n,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            max_tokens=spec.max_tokens,
-            stop=list(spec.stop) or None,
-            seed=spec.seed,
-            logprobs=spec.logprobs,
-            include_stop_str_in_output=spec.include_stop_str_in_output,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        try:
+            params = SamplingParams(
+                n=spec.n,
+                temperature=spec.temperature,
+                top_p=spec.top_p,
+                max_tokens=spec.max_tokens,
+                stop=list(spec.stop) or None,
+                seed=spec.seed,
+                logprobs=spec.logprobs,
+                include_stop_str_in_output=spec.include_stop_str_in_output,
+                output_kind=RequestOutputKind.DELTA,
+                logit_bias=dict(spec.logit_bias) or None,
+                structured_outputs=(
+                    StructuredOutputsParams(**spec.structured.as_dict()) if spec.structured else None
+                ),
+                **spec.engine_extras(),
+            )
+        except (ValueError, VLLMClientError) as exc:  # vLLM's own checks of the parameters
+            raise InvalidRequest(f"The engine refused the sampling parameters: {exc}") from exc
         (engine_input,) = await self._llm.renderer.render_cmpl_async(
             [TokensPrompt(prompt_token_ids=token_ids)]
         )
@@ -129,7 +144,7 @@ class InProcessEngine(ChatTokenizer):
                         finish_reason=completion.finish_reason,
                         logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
                     )
-        except VLLMClientError as exc:
+        except (VLLMClientError, ValueError) as exc:  # e.g. a token id out of range, a bad grammar
             raise InvalidRequest(f"The engine refused the request: {exc}") from exc
         except (EngineDeadError, EngineGenerateError) as exc:
             raise EngineUnavailable(f"The engine failed: {exc!r}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HardwareName = Literal["cpu", "h100", "h200", "b200", "a100"]
@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     )
     engine_model: str | None = Field(
         None, description="Model name to send to the remote engine (default: its first listed model)."
+    )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM tool-call parser (e.g. hermes) for `tools` in chat requests; unset, `tools` is a 400.",
     )
     engine_timeout_seconds: float = Field(
         600.0, gt=0, description="HTTP timeout of one remote engine call; past it the request is a 503."
@@ -194,3 +198,13 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests get to finish."
     )
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_tool_parser(cls, name: str | None) -> str | None:
+        """An unknown parser stops the service at start, not every tools request later."""
+        if name is not None:
+            from service.runtime.tool_calls import check_parser
+
+            check_parser(name)
+        return name

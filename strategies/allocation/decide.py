@@ -46,7 +46,10 @@ def decide(situation: Situation, plans: list[Plan]) -> Decision:
     score_plans(situation, plans)
     feasible = [plan for plan in plans if fits(situation, plan)]
     ranked = sorted(feasible, key=lambda plan: (-plan.score, plan.eflops, plan.strategy))
-    chosen = ranked[0]  # the abstain plan always fits
+    if not ranked:  # caps already overdrawn (e.g. after a probe that did not fit): only abstaining is left
+        ranked = [abstain_plan(situation)]
+        score_plans(situation, ranked)
+    chosen = ranked[0]
     return Decision(chosen, ranked[1:4], len(plans), len(feasible), reason(situation, chosen, ranked))
 
 
@@ -125,7 +128,10 @@ def value_of_probe(
     )
     total = sum(item.weight for item in profile.bins) or 1.0
     expected = 0.0
-    for item in profile.bins:
+    probe_fits = all(
+        cap is None or cap >= 0 for cap in (after_probe.tokens, after_probe.eflops, after_probe.seconds)
+    )
+    for item in profile.bins if probe_fits else ():
         seen = replace(
             s,
             probe_samples=probe_samples,
@@ -140,12 +146,14 @@ def value_of_probe(
     scale = s.budget_scale if s.budget_scale > 0 else 1.0
     expected -= s.cost_weight * probe_eflops / scale
     score_without = without.chosen.score
-    probe = expected >= score_without
+    probe = probe_fits and expected >= score_without
     if probe:
         text = (
             f"Probed: the plans a {probe_samples}-sample probe leads to score {expected:.3f} in expectation, its "
             f"cost included, against {score_without:.3f} for the best single call without one."
         )
+    elif not probe_fits:
+        text = f"Skipped the probe: a {probe_samples}-sample probe does not fit the budget."
     else:
         text = (
             f"Skipped the probe: one call without it scores {score_without:.3f}, while probing first "

@@ -79,7 +79,6 @@ BAD_CHAT_BODIES: list[dict[str, Any]] = [
     {"messages": QUESTION, "max_tokens": 3000},
     {"messages": QUESTION, "n": 0},
     {"messages": QUESTION, "logprobs": True, "top_logprobs": 50},
-    {"messages": QUESTION, "model": "gpt-17"},
     {"messages": QUESTION, "ttc": {"strategy": "nope"}},
 ]
 

@@ -1,6 +1,7 @@
 """The remote engine against a real vLLM OpenAI server process (started once for this module)."""
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from loadtests.harness import free_port, start_process, stop, wait_ready
-from service.runtime.engine import SamplingSpec, StreamState, generate
+from service.runtime.engine import SamplingSpec, StreamState, StructuredOutput, generate
 from service.runtime.engine_remote import RemoteEngine
 from service.runtime.model_files import ensure_default_model
 from service.runtime.settings import Settings
@@ -166,3 +167,70 @@ def test_dead_engine_is_a_503_not_a_hang_then_an_exit(vllm_server: tuple[str, st
         assert process.wait(timeout=30) not in (0, None)
     finally:
         stop(process)
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_vllm_sampling_parameters_reach_the_server(vllm_server: tuple[str, str]) -> None:
+    """Issue 11: each extra sampling parameter and structured outputs change what the vLLM server generates."""
+    import json
+
+    import jsonschema
+
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            sums = engine.render_chat(
+                [{"role": "user", "content": "What is 2 + 3? Answer with just the number."}]
+            )
+            greedy = SamplingSpec(temperature=0.0, max_tokens=40)
+            baseline = (await generate(engine, sums, greedy)).samples[0]
+            assert baseline.tokens < 12 and baseline.finish_reason == "stop"
+            longer = await generate(engine, sums, dataclasses.replace(greedy, min_tokens=12))
+            assert longer.samples[0].tokens >= 12
+            forced = await generate(engine, sums, dataclasses.replace(greedy, max_tokens=24, ignore_eos=True))
+            assert forced.samples[0].tokens == 24 and forced.samples[0].finish_reason == "length"
+            banana = engine.encode(" banana")[0]
+            biased = await generate(engine, sums, dataclasses.replace(greedy, logit_bias=((banana, 100.0),)))
+            assert (
+                biased.samples[0].text != baseline.text
+                and engine.decode([banana]).strip() in biased.samples[0].text
+            )
+            stopped = await generate(
+                engine, sums, dataclasses.replace(greedy, stop_token_ids=(baseline.token_ids[0],))
+            )
+            assert stopped.samples[0].tokens <= 1
+            capital = engine.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+            assert (
+                "Paris"
+                in (await generate(engine, capital, dataclasses.replace(greedy, max_tokens=16)))
+                .samples[0]
+                .text
+            )
+            banned = await generate(
+                engine, capital, dataclasses.replace(greedy, max_tokens=16, bad_words=("Paris", " Paris"))
+            )
+            assert "Paris" not in banned.samples[0].text
+            person = engine.render_chat([{"role": "user", "content": "Describe a person as JSON."}])
+            shaped = dataclasses.replace(
+                greedy, max_tokens=60, structured=StructuredOutput(json=json.dumps(PERSON_SCHEMA))
+            )
+            jsonschema.validate(
+                json.loads((await generate(engine, person, shaped)).samples[0].text), PERSON_SCHEMA
+            )
+            choice = dataclasses.replace(
+                greedy, max_tokens=8, structured=StructuredOutput(choice=("Lyon", "Nice"))
+            )
+            assert (await generate(engine, capital, choice)).samples[0].text in {"Lyon", "Nice"}
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
