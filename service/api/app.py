@@ -12,11 +12,14 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from service.api.errors import install_error_handlers
+from service.api.jobs import JobRunner
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
+from service.api.routes_jobs import router as jobs_router
 from service.api.routes_openai import router as openai_router
 from service.api.routes_ops import router as ops_router
 from service.api.routes_solve import router as solve_router
+from service.api.routes_solve import run_solve_job
 from service.api.state import ServiceState
 from service.runtime.cost import load_hardware
 from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
@@ -111,10 +114,14 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         state.redis = redis
         state.corpora = CorpusStore(redis, settings)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
+        runner = JobRunner(state, {"solve": run_solve_job})  # background jobs (issue 13)
+        runner.start()
         try:
             yield
         finally:
             indexer.cancel()
+            state.draining = True  # refuse new work; running background jobs finish or go back to the queue
+            await runner.stop(settings.shutdown_grace_seconds)
             state.redis = None
             await redis.aclose()
             state.draining = True
@@ -138,4 +145,5 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(openai_router)
     app.include_router(allocator_router)
     app.include_router(corpora_router)
+    app.include_router(jobs_router)
     return app

@@ -155,11 +155,18 @@ class SolveRequest(TTCOptions):
         default_factory=SamplingOptions, description="Sampling of each candidate."
     )
     stream: bool = Field(False, description="Send server-sent progress events, then the result.")
+    # -- background jobs (issue 13) --
+    background: bool = Field(
+        False,
+        description="Run as a background job: 202 with the job at once; GET /v1/jobs/{id} for the result.",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> SolveRequest:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` and `prompt`")
+        if self.background and self.stream:
+            raise ValueError("`background` and `stream` exclude each other: stream GET /v1/jobs/{id}/events")
         return self
 
 
@@ -413,3 +420,40 @@ class EngineCalibrationRequest(BaseModel):
     max_tokens: list[Annotated[int, Field(ge=2, le=512)]] = Field(
         default_factory=lambda: [16, 64], min_length=1, max_length=4, description="Lengths of timed calls."
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Background jobs (issue 13): /v1/jobs
+# ---------------------------------------------------------------------------------------------------------
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    attempts: int = Field(..., description="Runs started (more than 1: a replica died or drained mid-run).")
+
+
+class Job(BaseModel):
+    id: str = Field(..., description="Job id.")
+    object: Literal["ttc.job"] = "ttc.job"
+    kind: str = Field(..., description="What runs: `solve`.")
+    status: JobStatus = Field(..., description="queued, running, succeeded, failed or cancelled.")
+    created_at: float = Field(..., description="Unix time it was submitted.")
+    started_at: float | None = Field(None, description="Unix time its latest run started.")
+    finished_at: float | None = Field(None, description="Unix time it reached its final status.")
+    expires_at: float | None = Field(
+        None, description="Unix time after which it is forgotten, once finished."
+    )
+    budget: dict[str, Any] | None = Field(None, description="The request's budget, as given.")
+    usage: JobUsage = Field(..., description="Attempts, plus the result's usage once it succeeded.")
+    result: dict[str, Any] | None = Field(
+        None, description="Once succeeded: the same body a synchronous call returns."
+    )
+    error: dict[str, Any] | None = Field(None, description="Once failed: the OpenAI-style error object.")
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Job] = Field(..., description="The caller's jobs, newest first.")
