@@ -15,6 +15,7 @@ from service.api.errors import install_error_handlers
 from service.api.jobs import JobRunner
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
+from service.api.routes_corpora import run_ingest_job
 from service.api.routes_jobs import router as jobs_router
 from service.api.routes_openai import router as openai_router
 from service.api.routes_ops import router as ops_router
@@ -114,7 +115,9 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         state.redis = redis
         state.corpora = CorpusStore(redis, settings)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
-        runner = JobRunner(state, {"solve": run_solve_job})  # background jobs (issue 13)
+        runner = JobRunner(
+            state, {"solve": run_solve_job, "corpus.documents": run_ingest_job}
+        )  # background jobs (issue 13)
         runner.start()
         try:
             yield

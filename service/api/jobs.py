@@ -219,7 +219,8 @@ class JobRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: keep trying, the queue keeps the work
-                logger.warning("job worker %d: %r", index, exc)
+                logger.warning("job worker %d: %s", index, exc)
+                group_ready = False  # a Redis that lost its data lost the group too: make it again
                 await asyncio.sleep(1)
 
     async def _run(self, store: JobStore, entry_id: str, job_id: str, taken_over: bool) -> None:
@@ -252,7 +253,9 @@ class JobRunner:
         ):
             await store.ack(entry_id)  # cancelled meanwhile
             return
-        await store.add_event(job_id, "running", {"status": "running", "attempt": attempt})
+        await store.add_event(
+            job_id, "running", {"status": "running", "attempt": attempt, "worker": self.consumer}
+        )
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         task = asyncio.create_task(handler(self.state, job["request"], events.put_nowait))
         run = Running(entry_id, job_id, attempt, task)

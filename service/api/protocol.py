@@ -360,6 +360,10 @@ class DocumentsAdd(BaseModel):
     demonstrations: list[DemonstrationIn] = Field(
         default_factory=list, description="Worked examples for DRAG/IterDRAG prompts (question, answer)."
     )
+    # -- background jobs (issue 13) --
+    background: bool = Field(
+        False, description="Ingest as a background job: 202 with the job at once (large batches)."
+    )
 
 
 class CorpusSearch(BaseModel):

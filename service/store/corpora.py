@@ -39,6 +39,7 @@ from service.runtime.errors import InvalidRequest, NotFound, StorageUnavailable
 from service.runtime.settings import Settings
 
 LOAD_PAGE = 2000
+EMBED_SLICE = 64  # texts per embedding call during ingestion
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -195,6 +196,17 @@ class CorpusStore:
         demonstrations: Sequence[dict[str, str]] = (),
     ) -> dict[str, Any]:
         """Chunk, embed, then write the whole batch in one transaction (replacing documents with the same id)."""
+        meta = await self.check_batch(name, documents, demonstrations)
+        return await self._write(name, meta, documents, demonstrations)
+
+    async def check_batch(
+        self,
+        name: str,
+        documents: Sequence[dict[str, Any]],
+        demonstrations: Sequence[dict[str, str]] = (),
+    ) -> dict[str, str]:
+        """Everything about a batch that can be checked before embedding it (so a background ingestion is
+        refused at once, not failed later); returns the corpus's meta."""
         meta = await self.meta(name)
         limit = self.settings.corpus_max_batch
         if len(documents) + len(demonstrations) > limit:
@@ -211,6 +223,24 @@ class CorpusStore:
                     param=f"documents.{position}.id",
                 )
             seen.add(document["id"])
+        return meta
+
+    async def _embed(self, model: str, texts: list[str]) -> np.ndarray:
+        """Embed in slices, so a large batch never holds the shared embedding model (which `auto` and ETS
+        also use) for longer than one slice at a time."""
+        parts = [
+            await self.embedder(model).encode(texts[start : start + EMBED_SLICE])
+            for start in range(0, len(texts), EMBED_SLICE)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+
+    async def _write(
+        self,
+        name: str,
+        meta: dict[str, str],
+        documents: Sequence[dict[str, Any]],
+        demonstrations: Sequence[dict[str, str]],
+    ) -> dict[str, Any]:
         rows: list[tuple[str, dict[str, str]]] = []
         counts: dict[str, int] = {}
         for document in documents:
@@ -219,8 +249,8 @@ class CorpusStore:
             for index, piece in enumerate(pieces):
                 key = f"{document['id']}#{index}"
                 rows.append((key, {"doc_id": document["id"], "title": document["title"], "text": piece}))
-        vectors = await self.embedder(meta["embedding_model"]).encode(
-            [f"{row['title']}\n{row['text']}" for _, row in rows]
+        vectors = await self._embed(
+            meta["embedding_model"], [f"{row['title']}\n{row['text']}" for _, row in rows]
         )
         docs_key, chunks_key = self._key(name, "docs"), self._key(name, "chunks")
         for _ in range(5):

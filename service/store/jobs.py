@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from service.runtime.errors import StorageUnavailable
 
@@ -88,13 +88,14 @@ class JobStore:
             async with asyncio.timeout(timeout or self.timeout * 2):
                 return await work if inspect.isawaitable(work) else work
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StorageUnavailable(f"Redis is unavailable: {exc!r}") from exc
+            raise StorageUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) unless it exists."""
         try:
             await self._call(self.redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True))
         except StorageUnavailable as exc:
-            if "BUSYGROUP" not in str(exc):
+            if not (isinstance(exc.__cause__, ResponseError) and "BUSYGROUP" in str(exc.__cause__)):
                 raise
 
     # -- records -------------------------------------------------------------------------------------------

@@ -160,3 +160,30 @@ def test_bad_background_requests_are_400s_and_others_jobs_404(client: httpx.Clie
     missing = client.get(f"/v1/jobs/job-{uuid.uuid4().hex}")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     assert client.delete(f"/v1/jobs/job-{uuid.uuid4().hex}").status_code == 404
+
+
+def test_a_large_ingestion_runs_as_a_background_job(client: httpx.Client) -> None:
+    name = f"bg-{uuid.uuid4().hex[:10]}"
+    assert client.post("/v1/corpora", json={"name": name}).status_code == 200
+    try:
+        documents = [
+            {"id": f"d{i}", "title": f"Town {i}", "text": f"Town number {i} was founded in year {1000 + i}."}
+            for i in range(300)
+        ]
+        bad = client.post(
+            f"/v1/corpora/{name}/documents",
+            json={"documents": [*documents, documents[0]], "background": True},
+        )
+        assert bad.status_code == 400  # refused at once, not failed later
+        accepted = client.post(
+            f"/v1/corpora/{name}/documents", json={"documents": documents, "background": True}
+        )
+        assert accepted.status_code == 202, accepted.text
+        done = wait_for(client, accepted.json()["id"], ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        assert done["result"]["documents"] == 300 and done["result"]["chunks"] == 300
+        assert client.get(f"/v1/corpora/{name}").json()["documents"] == 300
+        hits = client.post(f"/v1/corpora/{name}/search", json={"query": "founded in year 1042", "k": 1})
+        assert hits.json()["data"][0]["document_id"] == "d42"
+    finally:
+        client.delete(f"/v1/corpora/{name}")
