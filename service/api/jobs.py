@@ -270,7 +270,21 @@ class JobRunner:
                 await asyncio.wait_for(publisher, timeout=self.settings.redis_timeout_seconds * 4)
             except TimeoutError:
                 logger.warning("job %s: progress events not all published", job_id)
-        await self._settle(store, run)
+        await self._settle_patiently(store, run)
+
+    async def _settle_patiently(self, store: JobStore, run: Running) -> None:
+        """Record the outcome, retrying through a short Redis outage (a restart takes a second or two):
+        a result that is not recorded would have the job run again once its claim lapses."""
+        deadline = time.monotonic() + self.settings.job_visibility_timeout_seconds * 2
+        while True:
+            try:
+                await self._settle(store, run)
+                return
+            except ServiceError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("job %s: cannot record its outcome yet: %s", run.job_id, exc)
+                await asyncio.sleep(0.5)
 
     async def _publish(
         self, store: JobStore, job_id: str, events: asyncio.Queue[dict[str, Any] | None]

@@ -77,6 +77,11 @@ async def job_events(
                     if job is None:  # expired while we waited
                         yield "data: [DONE]\n\n"
                         return
+                    if job["status"] in TERMINAL:  # its final event was lost (Redis outage): say it now
+                        view = jobs.view(job).model_dump(mode="json")
+                        yield f"event: {job['status']}\ndata: {json.dumps(view)}\n\n"
+                        yield "data: [DONE]\n\n"
+                        return
                     yield ": keep-alive\n\n"
         except ServiceError as exc:
             yield f"event: error\ndata: {json.dumps({'error': {'message': exc.message, 'type': exc.error_type}})}\n\n"
