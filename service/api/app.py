@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from service.api.errors import install_error_handlers
-from service.api.jobs import JobRunner
+from service.api.jobs import Handler, JobRunner
+from service.api.jobs_openai import run_chat_job, run_text_job
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
 from service.api.routes_corpora import run_ingest_job
@@ -115,9 +116,13 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         state.redis = redis
         state.corpora = CorpusStore(redis, settings)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
-        runner = JobRunner(
-            state, {"solve": run_solve_job, "corpus.documents": run_ingest_job}
-        )  # background jobs (issue 13)
+        handlers: dict[str, Handler] = {  # background jobs (issue 13): what each job kind runs
+            "solve": run_solve_job,
+            "corpus.documents": run_ingest_job,
+            "chat.completions": run_chat_job,
+            "completions": run_text_job,
+        }
+        runner = JobRunner(state, handlers)
         runner.start()
         try:
             yield

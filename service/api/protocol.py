@@ -136,6 +136,11 @@ class TTCOptions(BaseModel):
     answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
     return_candidates: bool = Field(False, description="Include every candidate in the response.")
     rag: RagOptions | None = Field(None, description="Retrieval options for the RAG strategies.")
+    # -- background jobs (issue 13) --
+    background: bool = Field(
+        False,
+        description="Run as a background job: 202 with the job at once; GET /v1/jobs/{id} for the result.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,11 +160,6 @@ class SolveRequest(TTCOptions):
         default_factory=SamplingOptions, description="Sampling of each candidate."
     )
     stream: bool = Field(False, description="Send server-sent progress events, then the result.")
-    # -- background jobs (issue 13) --
-    background: bool = Field(
-        False,
-        description="Run as a background job: 202 with the job at once; GET /v1/jobs/{id} for the result.",
-    )
 
     @model_validator(mode="after")
     def _one_input(self) -> SolveRequest:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from service.api.jobs_openai import submit_background
 from service.api.openai_serving import (
     PreparedCall,
     complete,
@@ -19,6 +20,7 @@ from service.api.protocol import ChatCompletionRequest, CompletionRequest, Model
 from service.api.state import ServiceState, StateDep
 
 router = APIRouter(prefix="/v1")
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]  # background jobs (issue 13)
 
 
 async def respond(call: PreparedCall, request: Request, state: ServiceState) -> Any:
@@ -31,15 +33,25 @@ async def respond(call: PreparedCall, request: Request, state: ServiceState) -> 
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions, with optional `ttc`")
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, state: StateDep, idempotency_key: IdempotencyKey = None
+) -> Any:
     engine, _ = state.require_engine()
-    return await respond(prepare_chat(body, engine), request, state)
+    call = prepare_chat(body, engine)
+    if body.ttc is not None and body.ttc.background:  # background jobs (issue 13)
+        return await submit_background(state, request, "chat.completions", body, idempotency_key)
+    return await respond(call, request, state)
 
 
 @router.post("/completions", summary="OpenAI text completions, with optional `ttc`")
-async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Any:
+async def completions(
+    body: CompletionRequest, request: Request, state: StateDep, idempotency_key: IdempotencyKey = None
+) -> Any:
     engine, _ = state.require_engine()
-    return await respond(prepare_text(body, engine), request, state)
+    call = prepare_text(body, engine)
+    if body.ttc is not None and body.ttc.background:  # background jobs (issue 13)
+        return await submit_background(state, request, "completions", body, idempotency_key)
+    return await respond(call, request, state)
 
 
 @router.get("/models", response_model=ModelList, summary="The served model")

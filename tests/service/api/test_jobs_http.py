@@ -187,3 +187,39 @@ def test_a_large_ingestion_runs_as_a_background_job(client: httpx.Client) -> Non
         assert hits.json()["data"][0]["document_id"] == "d42"
     finally:
         client.delete(f"/v1/corpora/{name}")
+
+
+def test_openai_client_background_chat_completion_and_solve(service_url: str, client: httpx.Client) -> None:
+    """`ttc.background` on chat completions, and the README's `openai` client flow for /v1/solve."""
+    from openai import OpenAI
+
+    openai = OpenAI(base_url=f"{service_url}/v1", api_key="unused", max_retries=0)
+    model = client.get("/v1/models").json()["data"][0]["id"]
+    raw = openai.chat.completions.with_raw_response.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        max_tokens=16,
+        extra_body={"ttc": {"strategy": "best_of_n", "params": {"n": 2}, "background": True}},
+    )
+    assert raw.http_response.status_code == 202
+    chat_job = wait_for(client, raw.http_response.json()["id"], ("succeeded", "failed"))
+    assert chat_job["status"] == "succeeded", chat_job
+    assert chat_job["result"]["object"] == "chat.completion" and chat_job["result"]["choices"][0]["message"]
+    assert chat_job["result"]["ttc"]["strategy"] == "best_of_n"
+
+    job: Any = openai.post(
+        "/solve",
+        cast_to=object,
+        body={**SHORT, "background": True},
+        options={"headers": {"Idempotency-Key": uuid.uuid4().hex}},
+    )
+    deadline = time.monotonic() + 240
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = openai.get(f"/jobs/{job['id']}", cast_to=object)
+    assert job["status"] == "succeeded" and job["usage"]["attempts"] == 1
+    streamed = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "stream": True, "ttc": {"background": True}},
+    )
+    assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
