@@ -238,7 +238,7 @@ def main() -> None:
         killed_workers = {pid for kill in kills for pid in [kill["pid"]]}
         statuses = Counter(job.get("status", "missing") for job in jobs.values())
         reasons = Counter(
-            json.loads(job["error"]).get("message", "?")[:120]
+            str(json.loads(job["error"]).get("error", json.loads(job["error"])).get("message"))[:120]
             for job in jobs.values()
             if job.get("status") == "failed"
         )

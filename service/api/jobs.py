@@ -32,6 +32,12 @@ Progress = Callable[[dict[str, Any]], None]
 Handler = Callable[[ServiceState, dict[str, Any], Progress], Coroutine[Any, Any, dict[str, Any]]]
 
 
+def job_error(message: str, error_type: str, param: str | None, code: str | int | None) -> dict[str, Any]:
+    """A failed job's `error`: the OpenAI error object (message, type, param, code)."""
+    inner: dict[str, Any] = error_body(message, error_type, param, code)["error"]
+    return inner
+
+
 def store_of(state: ServiceState) -> JobStore:
     if state.redis is None:
         raise StorageUnavailable("Background jobs are not available: the service has no Redis client yet.")
@@ -232,7 +238,7 @@ class JobRunner:
             logger.warning("taking over job %s (its replica stopped renewing its claim)", job_id)
             self.state.metrics.jobs.labels("taken_over").inc()
         if int(job.get("attempts", 0)) >= self.settings.job_max_attempts:
-            error = error_body(
+            error = job_error(
                 f"The job was started {job.get('attempts')} times and never finished (replicas died or "
                 f"stopped under it); giving up.",
                 "job_attempts_exhausted",
@@ -243,7 +249,7 @@ class JobRunner:
             return
         handler = self.handlers.get(job["kind"])
         if handler is None:
-            error = error_body(f"Unknown job kind {job['kind']!r}.", "internal_error", None, 500)
+            error = job_error(f"Unknown job kind {job['kind']!r}.", "internal_error", None, 500)
             await self._finish(store, job_id, None, "failed", {"error": error}, entry_id)
             return
         attempt = await store.bump_attempts(job_id)
@@ -331,11 +337,11 @@ class JobRunner:
         elif isinstance(exc, EngineUnavailable) and (self.state.draining or self.stopping.is_set()):
             await self._hand_back(store, run)
         elif isinstance(exc, ServiceError):
-            error = error_body(exc.message, exc.error_type, exc.param, exc.status_code)
+            error = job_error(exc.message, exc.error_type, exc.param, exc.status_code)
             await self._finish(store, run.job_id, run.attempt, "failed", {"error": error}, run.entry_id)
         else:
             logger.error("job %s failed", run.job_id, exc_info=exc)
-            error = error_body(f"Internal error: {exc!r}", "internal_error", None, 500)
+            error = job_error(f"Internal error: {exc!r}", "internal_error", None, 500)
             await self._finish(store, run.job_id, run.attempt, "failed", {"error": error}, run.entry_id)
 
     async def _finish(

@@ -223,3 +223,15 @@ def test_openai_client_background_chat_completion_and_solve(service_url: str, cl
         json={"messages": [{"role": "user", "content": "Hi"}], "stream": True, "ttc": {"background": True}},
     )
     assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
+
+
+def test_a_failing_job_reports_the_openai_error_object(client: httpx.Client) -> None:
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    body = {**SHORT, "strategy": "drag", "rag": {"corpus": missing}, "answer": {"type": "text"}}
+    job = submit(client, body).json()
+    failed = wait_for(client, job["id"], ("succeeded", "failed"))
+    assert failed["status"] == "failed" and failed["result"] is None
+    assert failed["error"]["type"] == "not_found_error" and missing in failed["error"]["message"]
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
+        last = sse_events(events)[-1]
+    assert last[1] == "failed" and last[2]["error"]["type"] == "not_found_error"
