@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
+# The durable Redis setup.sh started (append-only, fsync every second), unless TTC_REDIS_URL names another.
+export TTC_REDIS_URL="${TTC_REDIS_URL:-redis://127.0.0.1:${TTC_SERVICE_REDIS_PORT:-6380}/0}"
 exec .venv/bin/python -m service "$@"

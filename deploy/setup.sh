@@ -25,7 +25,8 @@ fi
 # Convert the embedded model once (cached in ~/.cache/ttc-service, outside the repo).
 .venv/bin/python -m service.runtime.model_files >/dev/null
 
-# A Redis on 127.0.0.1:6379 (project machines run one; start one if it is down). Nothing is kept on disk.
+# A Redis on 127.0.0.1:6379 for the tests (project machines run one; start one if it is down). Nothing is kept
+# on disk there: the service itself runs on the durable Redis below.
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
     if ! command -v redis-server >/dev/null; then
         apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
@@ -34,4 +35,17 @@ if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/d
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# The service's own Redis, durable (issue 13): an append-only file fsynced every second, in a data directory
+# under the model cache, on its own port. deploy/run.sh points the service at it. The machine's Redis on 6379
+# (no persistence) stays what the tests use; they never rely on it surviving anything.
+SERVICE_REDIS_PORT="${TTC_SERVICE_REDIS_PORT:-6380}"
+SERVICE_REDIS_DIR="${TTC_SERVICE_REDIS_DIR:-$HOME/.cache/ttc-service/redis}"
+if ! redis-cli -h 127.0.0.1 -p "$SERVICE_REDIS_PORT" ping >/dev/null 2>&1; then
+    mkdir -p "$SERVICE_REDIS_DIR"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$SERVICE_REDIS_PORT" \
+        --dir "$SERVICE_REDIS_DIR" --appendonly yes --appendfsync everysec --save "" \
+        --logfile "$SERVICE_REDIS_DIR/redis.log" --pidfile "$SERVICE_REDIS_DIR/redis.pid"
+    for _ in $(seq 50); do redis-cli -p "$SERVICE_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi

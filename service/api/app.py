@@ -13,14 +13,19 @@ from redis.asyncio import Redis
 
 from service.api.auth import require_admin, require_user
 from service.api.errors import install_error_handlers
+from service.api.jobs import Handler, JobRunner
+from service.api.jobs_openai import run_chat_job, run_text_job
 from service.api.middleware import BodyLimit, RequestContext
 from service.api.openapi import install_openapi
 from service.api.routes_allocator import router as allocator_router
 from service.api.routes_corpora import router as corpora_router
+from service.api.routes_corpora import run_ingest_job
+from service.api.routes_jobs import router as jobs_router
 from service.api.routes_keys import router as keys_router
 from service.api.routes_openai import router as openai_router
 from service.api.routes_ops import router as ops_router
 from service.api.routes_solve import router as solve_router
+from service.api.routes_solve import run_solve_job
 from service.api.state import ServiceState
 from service.runtime.cost import load_hardware
 from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
@@ -156,10 +161,20 @@ def create_app(
         state.keys = KeyStore(redis, settings.keys_namespace)
         state.ledger = QuotaLedger(redis, settings.keys_namespace)
         indexer = asyncio.create_task(warm_corpora(state.corpora))
+        handlers: dict[str, Handler] = {  # background jobs (issue 13): what each job kind runs
+            "solve": run_solve_job,
+            "corpus.documents": run_ingest_job,
+            "chat.completions": run_chat_job,
+            "completions": run_text_job,
+        }
+        runner = JobRunner(state, handlers)
+        runner.start()
         try:
             yield
         finally:
             indexer.cancel()
+            state.draining = True  # refuse new work; running background jobs finish or go back to the queue
+            await runner.stop(settings.shutdown_grace_seconds)
             state.redis = None
             await redis.aclose()
             state.draining = True
@@ -188,4 +203,5 @@ def create_app(
     app.include_router(allocator_router, dependencies=admin)
     app.include_router(corpora_router, dependencies=user)  # writes need admin: see routes_corpora
     app.include_router(keys_router)  # its own scopes per route
+    app.include_router(jobs_router, dependencies=user)  # a key sees only its own jobs; admin sees all
     return app

@@ -22,6 +22,7 @@ from service.runtime.settings import Settings
 from service.store.keys import ApiKey, KeyStore, Scope, same_secret
 
 ANONYMOUS = "anonymous"
+BOOTSTRAP_ADMIN = "admin-bootstrap"  # the caller of TTC_ADMIN_KEY
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Caller:
     name: str
     scope: Scope
     key: ApiKey | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
 
     def ceiling(self) -> BudgetLimits | None:
         """The key's per-request caps on every budget axis (None: no key, no ceiling)."""
@@ -88,7 +93,7 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
         )
     elif settings.admin_key is not None and same_secret(secret, settings.admin_key):
-        caller = Caller("admin-bootstrap", "admin")
+        caller = Caller(BOOTSTRAP_ADMIN, "admin")
     else:
         record = await store.lookup(secret)
         if record is None:
@@ -114,3 +119,9 @@ async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Cal
 
 UserDep = Annotated[Caller, Depends(require_user)]
 AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller the auth dependency found for this request (anonymous on a route without one)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    return caller if caller is not None else Caller(ANONYMOUS, "user")

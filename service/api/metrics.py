@@ -20,6 +20,12 @@ class Metrics:
             ["method", "route", "code"],
             registry=self.registry,
         )
+        self.jobs = Counter(
+            "ttc_jobs",
+            "Background job events: submitted, succeeded, failed, cancelled, taken_over, handed_back.",
+            ["event"],
+            registry=self.registry,
+        )
         self.solves = Counter(
             "ttc_solve_requests",
             "Strategy runs by strategy and outcome.",

@@ -200,6 +200,11 @@ class TTCOptions(BaseModel):
     answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
     return_candidates: bool = Field(False, description="Include every candidate in the response.")
     rag: RagOptions | None = Field(None, description="Retrieval options for the RAG strategies.")
+    # -- background jobs (issue 13) --
+    background: bool = Field(
+        False,
+        description="Run as a background job: 202 with the job at once; GET /v1/jobs/{id} for the result.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -238,6 +243,8 @@ class SolveRequest(TTCOptions, RequestBody):
     def _one_input(self) -> SolveRequest:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` and `prompt`")
+        if self.background and self.stream:
+            raise ValueError("`background` and `stream` exclude each other: stream GET /v1/jobs/{id}/events")
         return self
 
 
@@ -681,6 +688,10 @@ class DocumentsAdd(RequestBody):
     demonstrations: list[DemonstrationIn] = Field(
         default_factory=list, description="Worked examples for DRAG/IterDRAG prompts (question, answer)."
     )
+    # -- background jobs (issue 13) --
+    background: bool = Field(
+        False, description="Ingest as a background job: 202 with the job at once (large batches)."
+    )
 
 
 class CorpusSearch(RequestBody):
@@ -801,3 +812,40 @@ class KeyOut(BaseModel):
     created: float = Field(..., description="Unix time of creation.")
     limits: KeyLimitsSpec = Field(..., description="Quotas and ceilings.")
     key: str | None = Field(None, description="The secret: returned once, at creation; store it now.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Background jobs (issue 13): /v1/jobs
+# ---------------------------------------------------------------------------------------------------------
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    attempts: int = Field(..., description="Runs started (more than 1: a replica died or drained mid-run).")
+
+
+class Job(BaseModel):
+    id: str = Field(..., description="Job id.")
+    object: Literal["ttc.job"] = "ttc.job"
+    kind: str = Field(..., description="What runs: `solve`.")
+    status: JobStatus = Field(..., description="queued, running, succeeded, failed or cancelled.")
+    created_at: float = Field(..., description="Unix time it was submitted.")
+    started_at: float | None = Field(None, description="Unix time its latest run started.")
+    finished_at: float | None = Field(None, description="Unix time it reached its final status.")
+    expires_at: float | None = Field(
+        None, description="Unix time after which it is forgotten, once finished."
+    )
+    budget: dict[str, Any] | None = Field(None, description="The request's budget, as given.")
+    usage: JobUsage = Field(..., description="Attempts, plus the result's usage once it succeeded.")
+    result: dict[str, Any] | None = Field(
+        None, description="Once succeeded: the same body a synchronous call returns."
+    )
+    error: dict[str, Any] | None = Field(None, description="Once failed: the OpenAI-style error object.")
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Job] = Field(..., description="The caller's jobs, newest first.")

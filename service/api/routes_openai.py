@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from service.api.jobs_openai import submit_background
 from service.api.openai_serving import (
     PreparedCall,
     complete,
@@ -22,6 +23,7 @@ from service.api.protocol import (
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    Job,
     ModelCard,
     ModelList,
 )
@@ -29,6 +31,7 @@ from service.api.state import ServiceState, StateDep
 from service.api.tenancy import tenant_of
 
 router = APIRouter(prefix="/v1")
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]  # background jobs (issue 13)
 
 
 async def respond(call: PreparedCall, request: Request, state: ServiceState) -> Any:
@@ -43,7 +46,7 @@ async def respond(call: PreparedCall, request: Request, state: ServiceState) -> 
 
 
 def _documented(model: type[BaseModel], chunk: str) -> dict[int | str, dict[str, Any]]:
-    """The 200 response: the model as JSON, or server-sent chunks with `stream: true`."""
+    """The 200 response: the model as JSON, or server-sent chunks with `stream: true`; 202 with background."""
     return {
         200: {
             "model": model,
@@ -55,7 +58,8 @@ def _documented(model: type[BaseModel], chunk: str) -> dict[int | str, dict[str,
                     }
                 }
             },
-        }
+        },
+        202: {"model": Job, "description": "With `ttc.background`: the queued job."},
     }
 
 
@@ -64,9 +68,14 @@ def _documented(model: type[BaseModel], chunk: str) -> dict[int | str, dict[str,
     summary="OpenAI chat completions, with optional `ttc`",
     responses=_documented(ChatCompletionResponse, "chat.completion.chunk"),
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, state: StateDep, idempotency_key: IdempotencyKey = None
+) -> Any:
     engine, _ = state.require_engine()
-    return await respond(prepare_chat(body, engine, state.settings.tool_call_parser), request, state)
+    call = prepare_chat(body, engine, state.settings.tool_call_parser)
+    if body.ttc is not None and body.ttc.background:  # background jobs (issue 13)
+        return await submit_background(state, request, "chat.completions", body, idempotency_key)
+    return await respond(call, request, state)
 
 
 @router.post(
@@ -74,9 +83,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     summary="OpenAI text completions, with optional `ttc`",
     responses=_documented(CompletionResponse, "text_completion"),
 )
-async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Any:
+async def completions(
+    body: CompletionRequest, request: Request, state: StateDep, idempotency_key: IdempotencyKey = None
+) -> Any:
     engine, _ = state.require_engine()
-    return await respond(prepare_text(body, engine), request, state)
+    call = prepare_text(body, engine)
+    if body.ttc is not None and body.ttc.background:  # background jobs (issue 13)
+        return await submit_background(state, request, "completions", body, idempotency_key)
+    return await respond(call, request, state)
 
 
 @router.get("/models", response_model=ModelList, summary="The served model")

@@ -7,14 +7,16 @@ import inspect
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from service.api import jobs
+from service.api.auth import caller_of
 from service.api.errors import stream_error_body
-from service.api.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
-from service.api.solver import Solved, question_of, render, solve
+from service.api.protocol import ChatMessage, Job, SolveRequest, SolveResponse, new_id
+from service.api.solver import Solved, limits_of, question_of, render, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
 from service.api.tenancy import Tenant, tenant_of
 from service.runtime.engine import SamplingSpec
@@ -69,15 +71,55 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
+async def run_solve_job(
+    state: ServiceState, tenant: Tenant, request: dict[str, Any], progress: Any
+) -> dict[str, Any]:
+    """A background /v1/solve (service/api/jobs.py runs it as its owner): the body a synchronous call returns."""
+    body = SolveRequest.model_validate({**request, "background": False})
+    engine, _ = state.require_engine()
+    solved = await _run(body, state, tenant, progress)
+    return _response(body, solved, new_id("solve"), engine.model_name).model_dump(mode="json")
+
+
 @router.post(
     "/solve",
     response_model=SolveResponse,
     summary="Answer a question within a compute budget",
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},  # with stream: true
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},  # with stream: true
+        202: {"model": Job, "description": "With `background`: the queued job."},
+    },
 )
-async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> Any:
+async def solve_route(
+    body: SolveRequest,
+    request: Request,
+    state: StateDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Any:
     request_id = new_id("solve")
     tenant = tenant_of(request, state)
+    caller = caller_of(request)
+    if body.background:
+        limits_of(
+            body.budget, state.settings, tenant.ceiling()
+        )  # a bad budget is a 400 now, not a failed job
+        payload = body.model_dump(mode="json", exclude_unset=True)
+        job = await jobs.submit(state, caller, "solve", "/v1/solve", payload, idempotency_key)
+        return JSONResponse(job.model_dump(mode="json"), status_code=202)
+    if idempotency_key is not None and not body.stream:
+        payload = body.model_dump(mode="json", exclude_unset=True)
+        key, earlier = await jobs.idempotent_answer(state, caller, idempotency_key, "/v1/solve", payload)
+        if earlier is not None:
+            return earlier
+        answer = None
+        try:
+            solved = await cancel_on_disconnect(request, _run(body, state, tenant))
+            answer = _response(body, solved, request_id, state.require_engine()[0].model_name).model_dump(
+                mode="json"
+            )
+        finally:
+            await jobs.remember_answer(state, key, "/v1/solve", payload, answer)
+        return answer
     if not body.stream:
         solved = await cancel_on_disconnect(request, _run(body, state, tenant))
         return _response(body, solved, request_id, state.require_engine()[0].model_name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from service.api.auth import ANONYMOUS, Caller
+from service.api.auth import ANONYMOUS, BOOTSTRAP_ADMIN, Caller, caller_of, key_store
 from service.api.state import ServiceState
 from service.runtime.budget import BudgetLimits, CallShape, Reservation
 from service.runtime.errors import QuotaExceeded
@@ -160,5 +160,13 @@ def _left(attempt: Attempt) -> tuple[int | None, float | None]:
 
 def tenant_of(request: Request, state: ServiceState) -> Tenant:
     """The tenant of a request the auth dependency has seen (anonymous if a route had none)."""
-    caller: Caller = getattr(request.state, "caller", None) or Caller(ANONYMOUS, "user")
-    return Tenant(caller, state)
+    return Tenant(caller_of(request), state)
+
+
+async def tenant_named(state: ServiceState, owner: str) -> Tenant:
+    """The tenant a background job runs as: its owner's key, read again when the run starts (a key revoked
+    meanwhile fails the job with a 404), so the run is charged to that key's quota like a synchronous call."""
+    if owner in (ANONYMOUS, BOOTSTRAP_ADMIN):
+        return Tenant(Caller(owner, "user"), state)  # callers without a key have no quota
+    key = await key_store(state).get(owner)
+    return Tenant(Caller(key.name, key.scope, key), state)

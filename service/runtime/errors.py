@@ -4,6 +4,7 @@ OpenAI-style error response.
 ServiceError                 500 internal_error
 ├── InvalidRequest           400 invalid_request_error (names the offending `param`)
 ├── NotFound                 404 not_found_error
+├── Conflict                 409 conflict_error (an Idempotency-Key reused with another body, or in use)
 ├── BudgetExhausted          400 budget_exhausted (the budget cannot pay for even one sample)
 ├── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
 ├── UpstreamError            502 upstream_error (a registered backend, e.g. a reward model, failed us)
@@ -43,6 +44,11 @@ class InvalidRequest(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     error_type = "not_found_error"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    error_type = "conflict_error"
 
 
 class BudgetExhausted(ServiceError):

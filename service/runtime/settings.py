@@ -179,6 +179,26 @@ class Settings(BaseSettings):
             "request never queues behind one huge one."
         ),
     )
+    # -- background jobs (issue 13) -------------------------------------------------------------------------
+    job_ttl_seconds: int = Field(
+        86400,
+        ge=60,
+        description="How long a job, its result and its events are kept in Redis after its last change.",
+    )
+    job_concurrency: int = Field(
+        2, ge=0, description="Background jobs this replica runs at once (0: it runs none, only serves them)."
+    )
+    job_visibility_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A running job whose replica stopped renewing its claim this long ago is taken over by another.",
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="Runs a job may get (replica deaths, drains) before it is marked failed."
+    )
+    idempotency_ttl_seconds: int = Field(
+        86400, ge=1, description="How long an Idempotency-Key is remembered (its job or its answer)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     warmup: bool = Field(
         True,

@@ -22,6 +22,9 @@ from service.runtime.errors import StorageUnavailable
 logger = logging.getLogger(__name__)
 
 CALIBRATION_PREFIX = "ttc:verifier_calibration:"
+# Capped lists (observations, outcome memories) also expire when nobody wrote to them for this long: a memory
+# namespace is a request parameter, so without it every name anyone ever sent would stay forever.
+LIST_TTL_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,11 @@ async def push_json(
         pipe = client.pipeline()
         pipe.rpush(key, *(json.dumps(value) for value in values))
         pipe.ltrim(key, -keep, -1)
+        pipe.expire(key, LIST_TTL_SECONDS)
         if read_back:
             pipe.lrange(key, 0, -1)
         results = await pipe.execute()
-        return [json.loads(row) for row in results[2]] if read_back else []
+        return [json.loads(row) for row in results[3]] if read_back else []
     except (RedisError, OSError, ValueError) as exc:
         logger.warning("redis append to %s failed: %r", key, exc)
         return []

@@ -4,14 +4,16 @@ in process by exact cosine similarity over a numpy matrix.
 Redis layout, for a corpus `c` (prefix `ttc:corpus:c:`):
 
     ttc:corpora        set    corpus names
-    ...:meta           hash   name, embedding_model, dimension, created, version
+    ...:meta           hash   name, embedding_model, dimension, created, generation, version
     ...:docs           hash   document id -> JSON {id, title, metadata, chunks}
     ...:chunks         hash   "<doc id>#<i>" -> JSON {doc_id, title, text}
     ...:vectors        hash   same key -> float32 bytes (unit length)
     ...:demos          hash   demonstration id -> JSON {question, answer}
 
 Every write is one MULTI/EXEC transaction that also bumps `version`, so a search never sees half a batch,
-and a replica compares its index's version with Redis's before each search and reloads when they differ.
+and a replica compares its index's (generation, version) with Redis's before each search and reloads when they
+differ. `generation` is a random id set when the corpus is created: a corpus deleted and re-created restarts its
+version at 0, so the version alone could match an index of the old corpus that another replica still holds.
 Exact search costs O(chunks x 384) per query: fine to about 10^5 chunks (a few ms); past ~10^6 a vector
 database (Redis's own vector search, FAISS, pgvector) should take over.
 """
@@ -23,6 +25,7 @@ import inspect
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +39,7 @@ from service.runtime.errors import InvalidRequest, NotFound, StorageUnavailable
 from service.runtime.settings import Settings
 
 LOAD_PAGE = 2000
+EMBED_SLICE = 64  # texts per embedding call during ingestion
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -59,6 +63,7 @@ def chunk_text(text: str, words: int, overlap: int) -> list[str]:
 
 @dataclass
 class CorpusIndex:
+    generation: str
     version: int
     chunks: list[Chunk]
     matrix: np.ndarray
@@ -139,6 +144,7 @@ class CorpusStore:
             "embedding_model": model,
             "dimension": str(dimension),
             "created": str(int(time.time())),
+            "generation": uuid.uuid4().hex,
             "version": "0",
         }
         try:
@@ -171,6 +177,7 @@ class CorpusStore:
             "embedding_model": meta["embedding_model"],
             "dimension": int(meta["dimension"]),
             "created": int(meta["created"]),
+            "generation": meta.get("generation", ""),
             "version": int(meta.get("version", "0")),
             "documents": documents,
             "chunks": chunks,
@@ -197,6 +204,17 @@ class CorpusStore:
         demonstrations: Sequence[dict[str, str]] = (),
     ) -> dict[str, Any]:
         """Chunk, embed, then write the whole batch in one transaction (replacing documents with the same id)."""
+        meta = await self.check_batch(name, documents, demonstrations)
+        return await self._write(name, meta, documents, demonstrations)
+
+    async def check_batch(
+        self,
+        name: str,
+        documents: Sequence[dict[str, Any]],
+        demonstrations: Sequence[dict[str, str]] = (),
+    ) -> dict[str, str]:
+        """Everything about a batch that can be checked before embedding it (so a background ingestion is
+        refused at once, not failed later); returns the corpus's meta."""
         meta = await self.meta(name)
         limit = self.settings.corpus_max_batch
         if len(documents) + len(demonstrations) > limit:
@@ -213,6 +231,24 @@ class CorpusStore:
                     param=f"documents.{position}.id",
                 )
             seen.add(document["id"])
+        return meta
+
+    async def _embed(self, model: str, texts: list[str]) -> np.ndarray:
+        """Embed in slices, so a large batch never holds the shared embedding model (which `auto` and ETS
+        also use) for longer than one slice at a time."""
+        parts = [
+            await self.embedder(model).encode(texts[start : start + EMBED_SLICE])
+            for start in range(0, len(texts), EMBED_SLICE)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+
+    async def _write(
+        self,
+        name: str,
+        meta: dict[str, str],
+        documents: Sequence[dict[str, Any]],
+        demonstrations: Sequence[dict[str, str]],
+    ) -> dict[str, Any]:
         rows: list[tuple[str, dict[str, str]]] = []
         counts: dict[str, int] = {}
         for document in documents:
@@ -221,8 +257,8 @@ class CorpusStore:
             for index, piece in enumerate(pieces):
                 key = f"{document['id']}#{index}"
                 rows.append((key, {"doc_id": document["id"], "title": document["title"], "text": piece}))
-        vectors = await self.embedder(meta["embedding_model"]).encode(
-            [f"{row['title']}\n{row['text']}" for _, row in rows]
+        vectors = await self._embed(
+            meta["embedding_model"], [f"{row['title']}\n{row['text']}" for _, row in rows]
         )
         docs_key, chunks_key = self._key(name, "docs"), self._key(name, "chunks")
         for _ in range(5):
@@ -290,18 +326,20 @@ class CorpusStore:
         }
 
     # -- search --------------------------------------------------------------------------------------------
-    async def _version(self, name: str) -> int:
-        raw = await self._call(self.redis.hget(self._key(name, "meta"), "version"))
-        if raw is None:
+    async def _version(self, name: str) -> tuple[str, int]:
+        generation, version = await self._call(
+            self.redis.hmget(self._key(name, "meta"), ["generation", "version"])
+        )
+        if version is None:
             raise NotFound(f"There is no corpus {name!r}.", param="name")
-        return int(raw)
+        return (generation or b"").decode(), int(version)
 
     async def _load(self, name: str) -> CorpusIndex:
         """Read the corpus in pages (each Redis reply stays small and fast), and again if a writer
         changed it meanwhile, so the index is one consistent version."""
         dimension = int((await self.meta(name))["dimension"])
         for _ in range(5):
-            version = await self._version(name)
+            generation, version = await self._version(name)
             raw_chunks: dict[bytes, bytes] = {}
             cursor = 0
             while True:
@@ -316,7 +354,7 @@ class CorpusStore:
             for start in range(0, len(keys), LOAD_PAGE):
                 page_keys = keys[start : start + LOAD_PAGE]
                 raw_vectors.extend(await self._call(self.redis.hmget(self._key(name, "vectors"), page_keys)))
-            if await self._version(name) == version and all(v is not None for v in raw_vectors):
+            if await self._version(name) == (generation, version) and all(v is not None for v in raw_vectors):
                 break
         else:
             raise StorageUnavailable(f"Corpus {name!r} kept changing while it was being loaded; try again.")
@@ -331,19 +369,19 @@ class CorpusStore:
             if keys
             else np.zeros((0, dimension), dtype=np.float32)
         )
-        return CorpusIndex(version, chunks, matrix)
+        return CorpusIndex(generation, version, chunks, matrix)
 
     async def index(self, name: str) -> CorpusIndex:
         """This process's index of the corpus, reloaded from Redis when another writer changed it."""
         meta = await self.meta(name)
-        version = int(meta.get("version", "0"))
+        wanted = (meta.get("generation", ""), int(meta.get("version", "0")))
         current = self._indexes.get(name)
-        if current is not None and current.version == version:
+        if current is not None and (current.generation, current.version) == wanted:
             return current
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             current = self._indexes.get(name)
-            if current is None or current.version != version:
+            if current is None or (current.generation, current.version) != wanted:
                 current = await self._load(name)
                 self._indexes[name] = current
         return current

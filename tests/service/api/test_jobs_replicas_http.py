@@ -1,0 +1,260 @@
+"""Background jobs across real replicas on the test's OWN Redis (append-only, on a free port; never the shared
+one), every replica on one real vLLM server (remote engine) so no replica loads its own engine:
+SIGKILL the replica running a job and another finishes it; SIGTERM drains (finishes within the grace period,
+or hands the job back); a Redis restart keeps corpora, calibrations and finished jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from loadtests.harness import free_port, start_process, stop, wait_ready
+from service.runtime.model_files import ensure_default_model
+from service.runtime.settings import Settings
+from tests.conftest import start_service
+
+pytestmark = pytest.mark.engine
+
+VISIBILITY = 4.0
+GRACE = 8.0
+# ~10 s on the CPU engine: still running when we kill or stop its replica.
+LONG = {
+    "prompt": "Write a long story about a lighthouse keeper and a storm.",
+    "strategy": "best_of_n",
+    "params": {"n": 8},
+    "sampling": {"max_tokens": 300, "temperature": 1.0},
+    "answer": {"type": "text"},
+    "background": True,
+}
+# ~2 s: finishes inside the grace period.
+SHORT = {**LONG, "params": {"n": 2}, "sampling": {"max_tokens": 64, "temperature": 1.0}}
+
+
+class OwnRedis:
+    """A redis-server of this test with append-only persistence (fsync every second) in `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("own redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, so only what the append-only file already holds survives."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    model_dir = str(ensure_default_model(Settings().model_cache_dir))
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_dir, "--served-model-name", "smol", "--port", str(port),
+        "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
+        "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    process = start_process(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, "/health", log_path=log)
+        yield url
+    finally:
+        stop(process)
+
+
+class Replicas:
+    """Service processes on the own Redis and the one vLLM server; stops whatever is left at the end."""
+
+    def __init__(self, tmp: Path, vllm: str, redis_url: str) -> None:
+        self.tmp, self.vllm, self.redis_url = tmp, vllm, redis_url
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> tuple[str, subprocess.Popen[bytes]]:
+        model_dir = str(ensure_default_model(Settings().model_cache_dir))
+        env = {
+            "TTC_REDIS_URL": self.redis_url,
+            "TTC_JOB_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
+            "TTC_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+            "TTC_JOB_CONCURRENCY": "2",
+        }
+        url, process = start_service(
+            self.tmp, "--engine", "remote", "--engine-url", self.vllm, "--model", model_dir, env=env
+        )
+        self.started.append(process)
+        return url, process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            stop(process)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, vllm_url: str, own_redis: OwnRedis
+) -> Iterator[Replicas]:
+    group = Replicas(tmp_path_factory.mktemp("replicas"), vllm_url, own_redis.url)
+    yield group
+    group.stop_all()
+
+
+def job_of(own_redis: OwnRedis, job_id: str) -> dict[str, Any]:
+    return own_redis.client().hgetall(f"ttc:job:{job_id}")  # type: ignore[return-value]
+
+
+def wait_job(
+    own_redis: OwnRedis, job_id: str, statuses: tuple[str, ...], seconds: float = 240
+) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = job_of(own_redis, job_id)
+        if job.get("status") in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {job}")
+
+
+def pid_of(job: dict[str, Any]) -> int:
+    return int(job["worker"].split(":")[1])
+
+
+def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, own_redis: OwnRedis) -> None:
+    first_url, first = replicas.start()
+    second_url, second = replicas.start()
+    job = httpx.post(f"{first_url}/v1/solve", json=LONG, timeout=60).json()
+    running = wait_job(own_redis, job["id"], ("running",))
+    time.sleep(1.0)
+    victim = {first.pid: first, second.pid: second}[pid_of(running)]
+    survivor_url = second_url if victim is first else first_url
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.wait()
+    done = httpx.get(f"{survivor_url}/v1/jobs/{job['id']}", timeout=30).json()
+    deadline = time.monotonic() + 240
+    while done["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        done = httpx.get(f"{survivor_url}/v1/jobs/{job['id']}", timeout=30).json()
+    assert done["status"] == "succeeded", done
+    assert done["usage"]["attempts"] == 2
+    takeover = done["started_at"] - killed_at
+    assert VISIBILITY - 0.5 <= takeover <= VISIBILITY + 10, takeover
+    assert pid_of(job_of(own_redis, job["id"])) != victim.pid
+    (stop(second) if victim is first else stop(first))  # the next tests start their own replicas
+
+
+def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
+    replicas: Replicas, own_redis: OwnRedis
+) -> None:
+    url, process = replicas.start()  # the only replica: it runs the job
+    job = httpx.post(f"{url}/v1/solve", json=SHORT, timeout=60).json()
+    wait_job(own_redis, job["id"], ("running",))
+    process.send_signal(signal.SIGTERM)
+    stopped_at = time.time()
+    process.wait(timeout=GRACE + 30)
+    done = job_of(own_redis, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == "1" and float(done["finished_at"]) >= stopped_at
+
+
+def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
+    replicas: Replicas, own_redis: OwnRedis
+) -> None:
+    url, process = replicas.start()
+    long = {**LONG, "params": {"n": 16}, "sampling": {"max_tokens": 600, "temperature": 1.0}}
+    job = httpx.post(f"{url}/v1/solve", json=long, timeout=60).json()
+    wait_job(own_redis, job["id"], ("running",))
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=GRACE + 30)
+    handed_back = job_of(own_redis, job["id"])
+    assert handed_back["status"] == "queued" and handed_back["attempts"] == "1", handed_back
+    next_url, _ = replicas.start()
+    done = wait_job(own_redis, job["id"], ("succeeded", "failed"), seconds=400)
+    assert done["status"] == "succeeded" and done["attempts"] == "2", done
+    events = httpx.get(f"{next_url}/v1/jobs/{job['id']}/events", timeout=60).text
+    assert '"handed_back": true' in events
+
+
+def test_redis_restart_keeps_corpora_calibrations_and_finished_jobs(
+    replicas: Replicas, own_redis: OwnRedis
+) -> None:
+    url, _ = replicas.start()
+    http = httpx.Client(base_url=url, timeout=120)
+    assert http.post("/v1/corpora", json={"name": "durable"}).status_code == 200
+    document = {"id": "a", "title": "Velm", "text": "The harbour of Velm opened in 1310."}
+    assert http.post("/v1/corpora/durable/documents", json={"documents": [document]}).status_code == 200
+    calibration = http.post(
+        "/v1/verifiers/reference/calibrate",
+        json={
+            "family": "durable",
+            "examples": [{"question": "What is 2 + 3? Answer with just the number.", "answer": "5"}],
+            "samples_per_question": 2,
+            "options": {"answer": "5"},
+            "sampling": {"max_tokens": 8},
+        },
+    )
+    assert calibration.status_code == 200, calibration.text
+    job = http.post("/v1/solve", json=SHORT).json()
+    wait_job(own_redis, job["id"], ("succeeded",))
+    time.sleep(1.5)  # appendfsync everysec: at most the last second is at risk
+    own_redis.kill()
+    own_redis.start()
+    deadline = time.monotonic() + 30
+    while http.get("/v1/corpora/durable").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the service's client reconnects on its next command
+    assert http.get("/v1/corpora/durable").json()["documents"] == 1
+    hits = http.post("/v1/corpora/durable/search", json={"query": "harbour", "k": 1}).json()["data"]
+    assert hits[0]["document_id"] == "a"
+    verifiers = http.get("/v1/verifiers").json()["data"]
+    reference = next(item for item in verifiers if item["id"] == "reference")
+    assert "durable" in [item["family"] for item in reference["calibrations"]]
+    finished = http.get(f"/v1/jobs/{job['id']}").json()
+    assert finished["status"] == "succeeded" and finished["result"]["usage"]["completion_tokens"] > 0
+    # The workers found the queue again: a new job runs.
+    again = http.post("/v1/solve", json=SHORT).json()
+    assert wait_job(own_redis, again["id"], ("succeeded", "failed"))["status"] == "succeeded"
+    http.close()
