@@ -60,7 +60,10 @@ async def _run(body: SolveRequest, state: ServiceState, progress: Any = None) ->
         stop=tuple(body.sampling.stop),
         seed=body.sampling.seed,
     )
-    return await solve(state, body, render(engine, messages), question_of(messages), sampling, progress)
+    given = body.sampling.model_fields_set if "sampling" in body.model_fields_set else set()
+    return await solve(
+        state, body, render(engine, messages), question_of(messages), sampling, progress, given
+    )
 
 
 def _sse(event: str, data: Any) -> str:

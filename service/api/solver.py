@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from service.api.protocol import (
@@ -20,7 +21,7 @@ from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest, StorageUnavailable
 from service.runtime.settings import Settings
 from service.store.corpora import CorpusRetriever, CorpusStore
-from strategies import get_strategy
+from strategies import answer_default, get_strategy, sampling_defaults
 from strategies.base import ProgressCallback, RagContext, Result, Task
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
@@ -144,15 +145,27 @@ async def solve(
     question: str,
     sampling: SamplingSpec,
     progress: ProgressCallback | None = None,
+    sampling_given: Collection[str] | None = None,
 ) -> Solved:
-    """Validate everything that can be checked before spending, then run the strategy under its budget."""
+    """Validate everything that can be checked before spending, then run the strategy under its budget.
+
+    `sampling_given`: the sampling fields the client set; the others take the strategy's own defaults
+    (strategies.SAMPLING_DEFAULTS). None: take `sampling` as it is."""
     engine, hardware = state.require_engine()
     settings, metrics = state.settings, state.metrics
     strategy = get_strategy(options.strategy)
+    if sampling_given is not None:
+        own = sampling_defaults(options.strategy, options.rag is not None)
+        sampling = dataclasses.replace(
+            sampling, **{key: value for key, value in own.items() if key not in sampling_given}
+        )
     check_context(engine, prompt, sampling.max_tokens, "sampling.max_tokens")
     limits, budget_given = limits_of(options.budget, settings)
     budget = BudgetTracker(limits, engine.shape, hardware, settings.count_weight_loading)
     answer = AnswerSpec(options.answer.type, options.answer.pattern)
+    default_type = answer_default(options.strategy, options.rag is not None)
+    if default_type is not None and "answer" not in options.model_fields_set:
+        answer = AnswerSpec(default_type, None)
     verifier = (
         build_verifier(
             options.verifier.name,

@@ -32,6 +32,10 @@ class SamplingSpec:
     seed: int | None = None
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    # vLLM structured outputs: (kind, value) with kind one of StructuredOutputsParams' fields ("regex",
+    # "choice", "json", "grammar"), e.g. ("regex", r"Follow up: [^\n]+\?"): the engine only samples tokens
+    # that keep the text inside the constraint.
+    structured: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True)

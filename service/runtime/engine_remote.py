@@ -84,6 +84,8 @@ class RemoteEngine(ChatTokenizer):
             body["seed"] = spec.seed
         if spec.logprobs is not None:
             body["logprobs"] = spec.logprobs
+        if spec.structured is not None:
+            body["structured_outputs"] = {spec.structured[0]: spec.structured[1]}
         state.prompt_tokens = len(prompt) if isinstance(prompt, list) else len(self.encode(prompt))
         self._in_flight += 1
         try:

@@ -95,7 +95,7 @@ class InProcessEngine(ChatTokenizer):
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         token_ids = prompt if isinstance(prompt, list) else self.encode(prompt)
@@ -109,6 +109,11 @@ class InProcessEngine(ChatTokenizer):
             logprobs=spec.logprobs,
             include_stop_str_in_output=spec.include_stop_str_in_output,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=(
+                StructuredOutputsParams(**{spec.structured[0]: spec.structured[1]})
+                if spec.structured is not None
+                else None
+            ),
         )
         (engine_input,) = await self._llm.renderer.render_cmpl_async(
             [TokensPrompt(prompt_token_ids=token_ids)]
