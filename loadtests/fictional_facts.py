@@ -144,6 +144,19 @@ def build(seed: int = 0, people: int = 360, towns: int = 160, questions: int = 1
     return world
 
 
+def split(world: World, name: str) -> list[Question]:
+    """Questions of one split: `train` the first half, `test` the second (both halves are balanced between
+    one- and two-hop, since question kinds cycle every four). Fit on train, report on test."""
+    half = (len(world.questions) // 8) * 4
+    if name == "train":
+        return world.questions[:half]
+    if name == "test":
+        return world.questions[half:]
+    if name == "all":
+        return list(world.questions)
+    raise ValueError(f"unknown split {name!r}: train, test or all")
+
+
 def correct(prediction: str | None, answer: str) -> bool:
     """Accuracy as in the RAG papers: the gold answer appears in the prediction (case-insensitive)."""
     return prediction is not None and answer.lower() in prediction.lower()

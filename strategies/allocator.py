@@ -302,11 +302,12 @@ async def retrieval_plan(
             "strategy": "rag",
             "params": params,
             "predicted_accuracy": chosen.get("predicted"),
-            "basis": "RAG allocation model (strategies/rag_allocation.json)",
+            "measured_accuracy": chosen.get("measured"),
+            "basis": f"RAG allocation model (strategies/rag_allocation.json), {chosen.get('basis')}",
         },
         "cost": {"spent_eflops": budget.spend.eflops, "budget_context_tokens": budget.limits.context_tokens},
         "reason": "The request names a corpus, so the RAG allocation model chose its documents, demonstrations "
-        "and follow-up rounds for the context budget.",
+        "and follow-up rounds: the best measured configuration that fits the context budget.",
     }
     return result
 

@@ -97,6 +97,28 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def settle_empty(result: Result) -> Result:
+    """The empty-answer rule: a run that ends with no extractable answer is never a silent success. It
+    returns the best candidate that has an answer (most votes, then highest score), or abstains and says why."""
+    if result.abstained or result.answer is not None:
+        return result
+    answered = [candidate for candidate in result.candidates if candidate.answer is not None]
+    if answered:
+        best = max(answered, key=lambda c: (c.votes, c.score if c.score is not None else 0.0))
+        result.details["empty_answer"] = (
+            "the final step gave no extractable answer; this is the best candidate that has one"
+        )
+        result.text, result.answer = best.text, best.answer
+        return result
+    result.abstained = True
+    result.details["abstain_reason"] = (
+        "no extractable answer: the final text was empty"
+        if not result.text.strip()
+        else "no extractable answer in the final text (see `answer.type`)"
+    )
+    return result
+
+
 Strategy = Callable[[Task, Engine, "Verifier | None", BudgetTracker], Awaitable[Result]]
 
 ParamsModel = TypeVar("ParamsModel", bound=BaseModel)

@@ -1,11 +1,19 @@
-"""The RAG allocation model of Yue et al. (papers.md §5): predicted accuracy of a configuration
-theta = (k documents, m demonstrations, n iterations) is
+"""The RAG allocation model of Yue et al. (papers.md §5), anchored on its own measurements.
 
-    sigmoid( (a + b * i) . log(theta + 0.01) + c ),   i = (gain of one document, gain of one demonstration, 0)
+A configuration is theta = (k documents, m demonstrations, n follow-up rounds). Yue et al. predict its accuracy
+as sigmoid((a + b * i) . log(theta + 0.01) + c). That form is monotone in each of k, m and n, so it cannot
+express what this model measures: accuracy peaks at small k and falls for long contexts (DRAG k=1 20%, k=10
+3%), and a fit of it ranked the measured grid wrongly and chose the worst configuration. So:
 
-fitted by least squares on sigma^-1 of measured accuracies (loadtests/rag.py writes the fit to
-`rag_allocation.json`). With a context budget, the chosen theta is the best predicted one whose estimated
-effective context length (input tokens over all calls) fits.
+- the form gains a quadratic term in log(theta + 0.01) per dimension (a peak), fitted by ridged least squares
+  on logit(accuracy);
+- every measured configuration (loadtests/rag.py writes them to `rag_allocation.json`, with their mean
+  effective context) is scored by its MEASURED accuracy, and `choose` picks among measured configurations
+  whenever one matches the request and fits the budget; the fitted form only fills in configurations nobody
+  measured (a request that fixes k to an unmeasured value, or a budget no measured configuration fits).
+
+So the choice can never be worse than the best measured configuration that fits: with no context budget it is
+the configuration of highest measured accuracy.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +30,10 @@ FIT_FILE = Path(__file__).with_name("rag_allocation.json")
 GRID_K = (0, 1, 2, 3, 5, 10)
 GRID_M = (0, 1, 2, 4)
 GRID_N = (0, 1, 2, 3)
-RIDGE = 1e-3  # with one corpus, a and b*i are collinear: a little ridge makes the fit unique
+RIDGE = 1e-2  # a few runs, seven free parameters: a little ridge keeps the fit unique and tame
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Theta:
     k: int
     m: int
@@ -43,17 +51,46 @@ class CostShape:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """One configuration as the benchmark ran it: accuracy and mean effective context per question."""
+
+    theta: Theta
+    accuracy: float
+    context_tokens: float
+    questions: int = 0
+
+
+def features(theta: Theta) -> np.ndarray:
+    """log(theta + 0.01) and its square per dimension: the log-linear form plus a peak."""
+    logs = np.log(np.array([theta.k, theta.m, theta.n], dtype=float) + 0.01)
+    return np.concatenate([logs, logs**2])
+
+
+@dataclass(frozen=True)
 class AllocationModel:
-    a: tuple[float, float, float]
-    b: tuple[float, float, float]
+    weights: tuple[float, ...]  # on features(theta): 3 linear, 3 quadratic
     c: float
-    i: tuple[float, float, float]
     cost: CostShape = CostShape()
+    measured: tuple[Measurement, ...] = field(default=())
+
+    def fitted(self, theta: Theta) -> float:
+        """The fitted form's prediction (what fills in between measurements)."""
+        z = float(np.array(self.weights) @ features(theta)) + self.c
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def measurement(self, theta: Theta) -> Measurement | None:
+        return next((row for row in self.measured if row.theta == theta), None)
 
     def predict(self, theta: Theta) -> float:
-        logs = np.log(np.array([theta.k, theta.m, theta.n], dtype=float) + 0.01)
-        weights = np.array(self.a) + np.array(self.b) * np.array(self.i)
-        return float(1.0 / (1.0 + math.exp(-(float(weights @ logs) + self.c))))
+        """Measured accuracy where there is one, else the fitted form."""
+        row = self.measurement(theta)
+        return row.accuracy if row is not None else self.fitted(theta)
+
+    def context(self, theta: Theta) -> float:
+        """Expected effective context: measured where there is one (never below the estimate)."""
+        estimate = context_cost(theta, self.cost)
+        row = self.measurement(theta)
+        return max(row.context_tokens, estimate) if row is not None else estimate
 
     def save(self, path: Path = FIT_FILE) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -63,12 +100,21 @@ class AllocationModel:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
+        if "weights" not in raw:  # an old log-linear fit: ignore it rather than trust it
+            return None
         return cls(
-            a=tuple(raw["a"]),
-            b=tuple(raw["b"]),
+            weights=tuple(float(w) for w in raw["weights"]),
             c=float(raw["c"]),
-            i=tuple(raw["i"]),
             cost=CostShape(**raw.get("cost", {})),
+            measured=tuple(
+                Measurement(
+                    Theta(**row["theta"]),
+                    float(row["accuracy"]),
+                    float(row["context_tokens"]),
+                    int(row.get("questions", 0)),
+                )
+                for row in raw.get("measured", [])
+            ),
         )
 
 
@@ -90,21 +136,18 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def fit(runs: list[tuple[Theta, float]], i: tuple[float, float, float], cost: CostShape) -> AllocationModel:
-    """Least squares (lightly ridged) of logit(accuracy) on log(theta + 0.01) and i * log(theta + 0.01)."""
-    rows, targets = [], []
-    for theta, accuracy in runs:
-        logs = np.log(np.array([theta.k, theta.m, theta.n], dtype=float) + 0.01)
-        rows.append(np.concatenate([logs, np.array(i) * logs, [1.0]]))
-        targets.append(logit(accuracy))
-    x, y = np.array(rows), np.array(targets)
-    solution = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+def fit(measured: list[Measurement], cost: CostShape) -> AllocationModel:
+    """Ridged least squares of logit(accuracy) on features(theta); the measurements are kept as the anchors."""
+    x = np.array([np.concatenate([features(row.theta), [1.0]]) for row in measured])
+    y = np.array([logit(row.accuracy) for row in measured])
+    penalty = RIDGE * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is free
+    solution = np.linalg.solve(x.T @ x + penalty, x.T @ y)
     return AllocationModel(
-        a=(float(solution[0]), float(solution[1]), float(solution[2])),
-        b=(float(solution[3]), float(solution[4]), float(solution[5])),
-        c=float(solution[6]),
-        i=i,
+        weights=tuple(float(w) for w in solution[:-1]),
+        c=float(solution[-1]),
         cost=cost,
+        measured=tuple(measured),
     )
 
 
@@ -116,7 +159,24 @@ def choose(
     fixed_n: int | None = None,
     demos_available: int = 16,
 ) -> Theta:
-    """The best predicted theta that fits the budget (the cheapest one if none does)."""
+    """The configuration to run: the best MEASURED one that matches the request's fixed values and fits the
+    budget (ties: the cheaper); only when none does, the best fitted one on the grid that fits; when nothing
+    fits, the cheapest."""
+
+    def matches(theta: Theta) -> bool:
+        return (
+            (fixed_k is None or theta.k == fixed_k)
+            and (fixed_m is None or theta.m == fixed_m)
+            and (fixed_n is None or theta.n == fixed_n)
+            and (theta.m <= demos_available or fixed_m is not None)
+        )
+
+    def fits(theta: Theta) -> bool:
+        return context_budget is None or model.context(theta) <= context_budget
+
+    measured = [row.theta for row in model.measured if matches(row.theta) and fits(row.theta)]
+    if measured:
+        return max(measured, key=lambda t: (model.predict(t), -model.context(t)))
     grid = [
         Theta(k, m, n)
         for k, m, n in itertools.product(
@@ -124,9 +184,9 @@ def choose(
             (fixed_m,) if fixed_m is not None else GRID_M,
             (fixed_n,) if fixed_n is not None else GRID_N,
         )
-        if m <= demos_available or fixed_m is not None
+        if matches(Theta(k, m, n))
     ]
-    fitting = [t for t in grid if context_budget is None or context_cost(t, model.cost) <= context_budget]
+    fitting = [t for t in grid if fits(t)]
     if not fitting:
-        return min(grid, key=lambda t: context_cost(t, model.cost))
-    return max(fitting, key=lambda t: (model.predict(t), -context_cost(t, model.cost)))
+        return min(grid, key=model.context)
+    return max(fitting, key=lambda t: (model.predict(t), -model.context(t)))

@@ -62,8 +62,16 @@ async def _run(body: SolveRequest, state: ServiceState, tenant: Tenant, progress
         stop=tuple(body.sampling.stop),
         seed=body.sampling.seed,
     )
+    given = body.sampling.model_fields_set if "sampling" in body.model_fields_set else set()
     return await solve(
-        state, body, render(engine, messages), question_of(messages), sampling, progress, tenant
+        state,
+        body,
+        render(engine, messages),
+        question_of(messages),
+        sampling,
+        progress,
+        tenant,
+        sampling_given=given,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from service.api.protocol import (
@@ -22,7 +22,7 @@ from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest, StorageUnavailable
 from service.runtime.settings import Settings
 from service.store.corpora import CorpusRetriever, CorpusStore
-from strategies import get_strategy
+from strategies import answer_default, get_strategy, sampling_defaults
 from strategies.base import ProgressCallback, RagContext, Result, Task
 from strategies.selection import ranked
 from verifiers import build_verifier
@@ -190,14 +190,15 @@ async def rag_context(options: TTCOptions, corpora: CorpusStore | None) -> RagCo
 
 
 def answer_spec(options: TTCOptions, sampling: SamplingSpec) -> AnswerSpec:
-    """How answers are read: as asked, or, when the request constrains samples to JSON and names no answer
-    type, as parsed JSON in canonical form (so equal objects vote together however they are spaced)."""
-    if (
-        sampling.structured is not None
-        and sampling.structured.is_json
-        and "answer" not in options.model_fields_set
-    ):
-        return AnswerSpec("json")
+    """How answers are read: as asked; when the request names no answer type, as parsed JSON in canonical form
+    if it constrains samples to JSON (so equal objects vote together however they are spaced), else as the
+    strategy reads its answers by default."""
+    if "answer" not in options.model_fields_set:
+        if sampling.structured is not None and sampling.structured.is_json:
+            return AnswerSpec("json")
+        default_type = answer_default(options.strategy, options.rag is not None)  # e.g. RAG answers are text
+        if default_type is not None:
+            return AnswerSpec(default_type, None)
     return AnswerSpec(options.answer.type, options.answer.pattern)
 
 
@@ -221,12 +222,21 @@ async def solve(
     sampling: SamplingSpec,
     progress: ProgressCallback | None = None,
     tenant: Tenant | None = None,
+    sampling_given: Collection[str] | None = None,
 ) -> Solved:
     """Validate everything that can be checked before spending, then run the strategy under its budget
-    (narrowed by the caller's key, every engine call reserved in its quota and the admission queue)."""
+    (narrowed by the caller's key, every engine call reserved in its quota and the admission queue).
+
+    `sampling_given`: the sampling fields the client set; the others take the strategy's own defaults
+    (strategies.SAMPLING_DEFAULTS). None: take `sampling` as it is."""
     engine, hardware = state.require_engine()
     settings, metrics = state.settings, state.metrics
     strategy = get_strategy(options.strategy)
+    if sampling_given is not None:
+        own = sampling_defaults(options.strategy, options.rag is not None)
+        sampling = dataclasses.replace(
+            sampling, **{key: value for key, value in own.items() if key not in sampling_given}
+        )
     check_context(engine, prompt, sampling.max_tokens, "sampling.max_tokens")
     limits, budget_given = limits_of(options.budget, settings, tenant.ceiling() if tenant else None)
     budget = BudgetTracker(

@@ -122,6 +122,81 @@ def test_auto_with_a_corpus_lets_the_rag_allocation_model_choose(client: httpx.C
     assert result["budget"]["spent"]["context_tokens"] <= 1500
 
 
+def test_rag_with_only_a_corpus_answers_what_drag_k3_answers(client: httpx.Client, corpus: str) -> None:
+    """Defaults that work (issue 12): `rag` with nothing but the corpus (no sampling, no answer type, no k)
+    answers a one-hop question that an explicit `drag` k=3 at temperature 0 answers."""
+    drag_right = [
+        question
+        for question in WORLD.questions
+        if question.hops == 1
+        and correct(
+            solve(client, question.question, strategy="drag", rag={"corpus": corpus, "k": 3})["answer"],
+            question.answer,
+        )
+    ]
+    assert drag_right, "drag k=3 answers none of the one-hop questions"
+    answered = 0
+    for question in drag_right:
+        response = client.post(
+            "/v1/solve", json={"prompt": question.question, "strategy": "rag", "rag": {"corpus": corpus}}
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()
+        allocation = result["details"]["allocation"]
+        assert allocation["basis"] == "measured" and allocation["measured"] is not None
+        assert allocation["predicted"] is not None
+        answered += correct(result["answer"], question.answer)
+    assert answered >= 1
+
+
+TWO_HOP = [
+    {
+        "id": "p1",
+        "title": "Oswin Parlo",
+        "text": "Oswin Parlo is a glassblower. Oswin Parlo was born in 1931 in the town of Kelvadi.",
+    },
+    {
+        "id": "t1",
+        "title": "Kelvadi",
+        "text": "Kelvadi is a town in the Gloam region. The Drune river flows through Kelvadi.",
+    },
+    {
+        "id": "p2",
+        "title": "Mira Tallow",
+        "text": "Mira Tallow is a weaver. Mira Tallow was born in 1957 in the town of Sorrel.",
+    },
+    {
+        "id": "t2",
+        "title": "Sorrel",
+        "text": "Sorrel is a town in the Reach region. The Vessa river flows through Sorrel.",
+    },
+]
+
+
+def test_iterdrag_two_hop_carries_the_bridge_entity(client: httpx.Client) -> None:
+    """Each hop is one document: the first follow-up retrieves the person, whose town (the bridge) the second
+    follow-up names, which retrieves the town and its river. Greedy, the engine's real output."""
+    name = f"twohop-{uuid.uuid4().hex[:10]}"
+    assert client.post("/v1/corpora", json={"name": name}).status_code == 200
+    try:
+        added = client.post(f"/v1/corpora/{name}/documents", json={"documents": TWO_HOP})
+        assert added.status_code == 200, added.text
+        result = solve(
+            client,
+            "Which river flows through the town where Oswin Parlo was born?",
+            strategy="iterdrag",
+            rag={"corpus": name, "k": 1, "iterations": 2},
+        )
+    finally:
+        client.delete(f"/v1/corpora/{name}")
+    first, second = result["details"]["steps"]
+    assert first["documents"] == ["Oswin Parlo"] and "Kelvadi" in first["answer"]
+    assert "Kelvadi" in second["follow_up"] and second["follow_up"].endswith("?")
+    assert second["documents"] == ["Kelvadi"]
+    assert correct(result["answer"], "Drune")
+    assert not result["abstained"]
+
+
 def test_unknown_corpus_is_a_404_and_missing_rag_a_400(client: httpx.Client) -> None:
     missing = client.post(
         "/v1/solve",
