@@ -15,6 +15,7 @@ from service.api.protocol import (
     Usage,
 )
 from service.api.state import ServiceState
+from service.runtime.affinity import affinity_scope
 from service.runtime.budget import BudgetLimits, BudgetTracker, Spend
 from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest, StorageUnavailable
@@ -48,6 +49,7 @@ class Solved:
             eflops=spend.eflops,
             peak_kv_tokens=spend.peak_kv_tokens,
             seconds=round(spend.seconds, 4),
+            engine_restarts=spend.engine_restarts,
         )
 
     def budget_report(self) -> BudgetReport:
@@ -181,7 +183,8 @@ async def solve(
     started = time.monotonic()
     status = "error"
     try:
-        result = await strategy(task, engine, verifier, budget)
+        with affinity_scope():  # every engine call of this request goes to the same engine
+            result = await strategy(task, engine, verifier, budget)
         status = "ok"
     finally:
         spend = budget.finish()

@@ -40,6 +40,7 @@ class Spend:
     eflops: float = 0.0
     peak_kv_tokens: int = 0
     seconds: float = 0.0
+    engine_restarts: int = 0
 
 
 class BudgetTracker:
@@ -158,6 +159,7 @@ class BudgetTracker:
         spend.prompt_tokens += generation.prompt_tokens
         spend.completion_tokens += generation.completion_tokens
         spend.cached_prompt_tokens += generation.cached_prompt_tokens
+        spend.engine_restarts += generation.restarts
         if purpose == "verifier":
             spend.verifier_requests += 1
         else:

@@ -6,6 +6,7 @@ ServiceError                 500 internal_error
 ├── NotFound                 404 not_found_error
 ├── BudgetExhausted          400 budget_exhausted (the budget cannot pay for even one sample)
 ├── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
+│   └── EngineLost           503 engine_unavailable (one of several engines died under a call: redo it)
 └── StorageUnavailable       503 storage_unavailable (Redis did not answer)
 """
 
@@ -41,6 +42,10 @@ class BudgetExhausted(ServiceError):
 class EngineUnavailable(ServiceError):
     status_code = 503
     error_type = "engine_unavailable"
+
+
+class EngineLost(EngineUnavailable):
+    """An engine died while a call ran on it and another engine can take the call; `generate` redoes it."""
 
 
 class StorageUnavailable(ServiceError):
