@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,6 +95,28 @@ def test_concurrent_searches_spread_over_both_engines(cluster: tuple[Cluster, st
             if all(b > a for a, b in zip(before, after, strict=True)):
                 break
     assert all(b > a for a, b in zip(before, after, strict=True)), (before, after)
+
+
+def test_a_list_of_servers_keeps_a_search_on_one_engine(cluster: tuple[Cluster, str], tmp_path: Path) -> None:
+    """Without the router: TTC_ENGINE_URL lists both servers and the service hashes the key itself."""
+    engines, _ = cluster
+    model_dir = resolve_model(None, Settings().model_cache_dir)
+    urls = ",".join(engine.url for engine in engines.engines)
+    service, process = start_service(
+        tmp_path, "--engine", "remote", "--engine-url", urls, "--model", model_dir
+    )
+    try:
+        before = requests_per_engine(engines)
+        result = solve(service, SEARCH)
+        after = requests_per_engine(engines)
+        metrics = httpx.get(f"{service}/metrics", timeout=10).text
+    finally:
+        stop(process)
+    delta = sorted(b - a for a, b in zip(before, after, strict=True))
+    calls = result["usage"]["engine_requests"] + result["usage"]["verifier_requests"]
+    assert delta[0] == 0 and delta[1] >= calls, f"calls per engine {delta}, the search made {calls}"
+    for engine in engines.engines:  # per-engine series, one per server
+        assert f'ttc_engine_calls_total{{engine="{engine.url}"}}' in metrics
 
 
 def running(url: str) -> float:
