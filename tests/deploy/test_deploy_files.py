@@ -69,14 +69,13 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_parses_with_podman_compose() -> None:
+    """podman-compose's own parser (--dry-run: no podman binary needed) resolves anchors, merges and paths."""
     result = subprocess.run(
-        [tool("podman-compose"), "-f", str(DEPLOY / "compose.yaml"), "config"],
+        [tool("podman-compose"), "--dry-run", "-f", str(DEPLOY / "compose.yaml"), "config"],
         capture_output=True,
         text=True,
         cwd=DEPLOY,
     )
-    if result.returncode != 0 and "podman" in result.stderr and "not found" in result.stderr.lower():
-        pytest.skip("podman-compose needs the podman binary: " + result.stderr.strip()[-200:])
     assert result.returncode == 0, result.stderr
     parsed = yaml.safe_load(result.stdout)
     assert {"ttc-1", "ttc-2", "engine-0", "engine-1", "router", "redis", "prometheus", "grafana"} <= set(
