@@ -79,6 +79,11 @@ async def start_engine(state: ServiceState, factory: EngineFactory, on_fatal: On
     state.hardware = hardware
     state.engine = engine
     state.metrics.track_engine(engine.running_requests)
+    if settings.engine == "remote":
+        from service.runtime.engine_remote import RemoteEngine
+
+        if isinstance(engine, RemoteEngine):
+            state.metrics.track_engines(engine.stats)
     state.metrics.ready.set(1)
     logger.info(
         "engine ready: %s (hardware %s, I = %.1f)", engine.model_name, hardware.name, hardware.intensity

@@ -274,6 +274,9 @@ class Usage(BaseModel):
     eflops: float = Field(..., description="Equivalent FLOPs spent (Kinetics cost model).")
     peak_kv_tokens: int = Field(..., description="Most distinct tokens the request held in KV cache at once.")
     seconds: float = Field(..., description="Wall-clock seconds of the request.")
+    engine_restarts: int = Field(
+        0, description="Engine calls redone on another engine because theirs died mid-call (several engines)."
+    )
 
 
 class BudgetReport(BaseModel):

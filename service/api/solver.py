@@ -17,6 +17,7 @@ from service.api.protocol import (
 )
 from service.api.state import ServiceState
 from service.api.tenancy import Tenant
+from service.runtime.affinity import affinity_scope
 from service.runtime.budget import BudgetLimits, BudgetTracker, Spend
 from service.runtime.engine import Engine, SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest, StorageUnavailable
@@ -51,6 +52,7 @@ class Solved:
             eflops=spend.eflops,
             peak_kv_tokens=spend.peak_kv_tokens,
             seconds=round(spend.seconds, 4),
+            engine_restarts=spend.engine_restarts,
         )
 
     def budget_report(self) -> BudgetReport:
@@ -275,11 +277,12 @@ async def solve(
     started = time.monotonic()
     status = "error"
     try:
-        if tenant is None:
-            result = await strategy(task, engine, verifier, budget)
-        else:
-            async with tenant.slot(limits.seconds):
+        with affinity_scope():  # every engine call of this request goes to the same engine
+            if tenant is None:
                 result = await strategy(task, engine, verifier, budget)
+            else:
+                async with tenant.slot(limits.seconds):
+                    result = await strategy(task, engine, verifier, budget)
         result = parsed_winner(result, answer)
         status = "ok"
     finally:

@@ -52,6 +52,7 @@ class Spend:
     eflops: float = 0.0
     peak_kv_tokens: int = 0
     seconds: float = 0.0
+    engine_restarts: int = 0
 
 
 def fit_call(
@@ -285,15 +286,22 @@ class BudgetTracker:
             generation.cached_prompt_tokens,
             [sample.tokens for sample in generation.samples],
             purpose,
+            generation.restarts,
         )
 
     def _charge_counts(
-        self, prompt_tokens: int, cached_prompt_tokens: int, sample_tokens: list[int], purpose: str
+        self,
+        prompt_tokens: int,
+        cached_prompt_tokens: int,
+        sample_tokens: list[int],
+        purpose: str,
+        restarts: int = 0,
     ) -> float:
         spend = self.spend
         spend.prompt_tokens += prompt_tokens
         spend.completion_tokens += sum(sample_tokens)
         spend.cached_prompt_tokens += cached_prompt_tokens
+        spend.engine_restarts += restarts
         if purpose == "verifier":
             spend.verifier_requests += 1
         else:

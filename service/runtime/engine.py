@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.runtime.cost import ModelShape
+from service.runtime.errors import EngineLost
+
+logger = logging.getLogger(__name__)
 
 Prompt = str | list[int]
 
@@ -140,6 +144,7 @@ class Generation:
     prompt_tokens: int
     cached_prompt_tokens: int
     seconds: float = 0.0
+    restarts: int = 0  # times the call was redone on another engine after its engine died
 
     @property
     def completion_tokens(self) -> int:
@@ -163,6 +168,7 @@ class StreamState:
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    restarts: int = 0  # tries the engine redid elsewhere (several engines) after a failure
 
 
 class Engine(Protocol):
@@ -198,11 +204,44 @@ async def generate(
     engine: Engine, prompt: Prompt, spec: SamplingSpec, deadline: float | None = None
 ) -> Generation:
     """Run one engine call to completion, or until `deadline` (time.monotonic()); then abort it and
-    return what each sample had so far, marked finish_reason "abort"."""
-    samples = [Sample() for _ in range(spec.n)]
-    state = StreamState()
-    started = time.monotonic()
+    return what each sample had so far, marked finish_reason "abort".
 
+    If the engine serving the call dies mid-way (`EngineLost`, only raised when another engine can take
+    over), the call restarts from its prompt on the other engine; `Generation.restarts` says how often.
+    """
+    started = time.monotonic()
+    restarts = 0
+    while True:
+        samples = [Sample() for _ in range(spec.n)]
+        state = StreamState()
+        try:
+            await _consume(engine, prompt, spec, state, samples, deadline)
+        except EngineLost as exc:
+            if restarts >= MAX_RESTARTS:
+                raise
+            restarts += 1
+            logger.warning("engine lost under a call, restarting it elsewhere (%d): %s", restarts, exc)
+            continue
+        return Generation(
+            samples,
+            state.prompt_tokens,
+            state.cached_prompt_tokens,
+            time.monotonic() - started,
+            restarts + state.restarts,
+        )
+
+
+MAX_RESTARTS = 3
+
+
+async def _consume(
+    engine: Engine,
+    prompt: Prompt,
+    spec: SamplingSpec,
+    state: StreamState,
+    samples: list[Sample],
+    deadline: float | None,
+) -> None:
     async def consume() -> None:
         async for delta in engine.stream(prompt, spec, state):
             sample = samples[delta.index]
@@ -215,14 +254,13 @@ async def generate(
 
     if deadline is None:
         await consume()
-    else:
-        try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                await consume()
-        except TimeoutError:
-            for sample in samples:
-                sample.finish_reason = sample.finish_reason or "abort"
-    return Generation(samples, state.prompt_tokens, state.cached_prompt_tokens, time.monotonic() - started)
+        return
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            await consume()
+    except TimeoutError:
+        for sample in samples:
+            sample.finish_reason = sample.finish_reason or "abort"
 
 
 def _loop_time(monotonic_deadline: float) -> float:

@@ -1,29 +1,46 @@
 """Any OpenAI-compatible server as the engine, first of all vLLM's own (`vllm serve` or
-`python -m vllm.entrypoints.openai.api_server`).
+`python -m vllm.entrypoints.openai.api_server`), or several of them.
 
 We send raw prompts (text or token ids) to `/v1/completions`, streamed, so that continuations of one prompt
 share their prefix in the server's prefix cache; closing the stream makes the server abort the request.
 vLLM servers return exact token ids (`return_token_ids`); for other servers we count with the local tokenizer.
 The chat template and the model's shape (for eFLOPs) come from a local copy of the model's folder.
+
+Several engines, one search on one engine: `TTC_ENGINE_URL` is one URL (a vLLM server, or vLLM's router in
+front of many) or a comma-separated list of vLLM servers. Every call of one test-time-compute request carries the
+request's affinity key (`service.runtime.affinity`) in the `TTC_ENGINE_AFFINITY_HEADER` header, which the
+router's consistent-hash policy hashes on; over a list we do the same ourselves with rendezvous hashing. So all
+branches of a search and all attempts of a revision land on the engine holding their prefix, and different
+requests spread over the engines. A server that fails is skipped for a while and its calls go to the next one in
+the key's order; a call that was already streaming when its server died raises `EngineLost`, and
+`engine.generate` redoes it on the next engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import itertools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from service.runtime.affinity import current_affinity
 from service.runtime.cost import ModelShape
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
 from service.runtime.engine_vllm import ChatTokenizer
-from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.errors import EngineLost, EngineUnavailable, InvalidRequest
 from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+DOWN_SECONDS = 10.0  # how long a server that failed is passed over (unless no other is left)
 
 
 def _logprobs_from_chunk(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
@@ -41,6 +58,36 @@ def _logprobs_from_chunk(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | N
     )
 
 
+def engine_urls(setting: str) -> list[str]:
+    """`TTC_ENGINE_URL` split into its servers (one URL, or several separated by commas)."""
+    urls = [url.strip().rstrip("/") for url in setting.split(",") if url.strip()]
+    if not urls:
+        raise ValueError("TTC_ENGINE_URL names no server.")
+    return urls
+
+
+@dataclass
+class EngineStats:
+    """One server's counters, exported per engine through /metrics."""
+
+    url: str
+    calls: int = 0
+    failures: int = 0
+    restarts: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    down_until: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+
+class _Failed(Exception):
+    """A server failed before it produced anything; the call may go to the next server unchanged."""
+
+
 class RemoteEngine(ChatTokenizer):
     def __init__(self, settings: Settings, model_path: str) -> None:
         super().__init__(model_path)
@@ -49,21 +96,51 @@ class RemoteEngine(ChatTokenizer):
         self.shape = ModelShape.from_model_dir(Path(model_path))
         headers = {"Authorization": f"Bearer {settings.engine_api_key}"} if settings.engine_api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=settings.engine_url.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(settings.engine_timeout_seconds, connect=10.0),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
         )
+        self._engines = [EngineStats(url) for url in engine_urls(settings.engine_url)]
+        self._affinity_header = settings.engine_affinity_header
+        self._retries = settings.engine_retries
         self._remote_model = settings.engine_model
-        self._in_flight = 0
+        self._turn = itertools.count()
+
+    # -- choosing a server --------------------------------------------------------------------------------
+    def order(self, key: str | None) -> list[EngineStats]:
+        """Servers in the order a call with this affinity key tries them: rendezvous hashing on the key (so
+        one key always prefers the same server, and keys spread evenly), or the least busy first without one.
+        Servers that failed recently go last."""
+        if key is not None:
+            ranked = sorted(
+                self._engines, key=lambda e: hashlib.sha256(f"{key}|{e.url}".encode()).digest(), reverse=True
+            )
+        else:
+            turn = next(self._turn)
+            count = len(self._engines)
+            rotated = [self._engines[(turn + i) % count] for i in range(count)]
+            ranked = sorted(rotated, key=lambda e: e.in_flight)
+        return sorted(ranked, key=lambda e: not e.up)  # stable: keeps the key's order within up and down
+
+    def stats(self) -> list[EngineStats]:
+        return list(self._engines)
 
     async def _model(self) -> str:
         if self._remote_model is None:
-            response = await self._client.get("/v1/models")
-            response.raise_for_status()
-            self._remote_model = str(response.json()["data"][0]["id"])
+            last: Exception | None = None
+            for engine in self.order(None):
+                try:
+                    response = await self._client.get(f"{engine.url}/v1/models", timeout=10.0)
+                    response.raise_for_status()
+                    self._remote_model = str(response.json()["data"][0]["id"])
+                    break
+                except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                    last = exc
+            else:
+                raise EngineUnavailable(f"No engine listed its models: {last!r}")
         return self._remote_model
 
+    # -- one call -----------------------------------------------------------------------------------------
     async def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]:
         body: dict[str, Any] = {
             "model": await self._model(),
@@ -89,22 +166,69 @@ class RemoteEngine(ChatTokenizer):
             body["logit_bias"] = {str(token): bias for token, bias in spec.logit_bias}
         if spec.structured is not None:
             body["structured_outputs"] = spec.structured.as_dict()
+        key = current_affinity()
+        headers = {self._affinity_header: key} if key is not None else {}
         state.prompt_tokens = len(prompt) if isinstance(prompt, list) else len(self.encode(prompt))
-        self._in_flight += 1
+        # Every server once, and at least 1 + retries tries (one URL may be a router that needs a moment to
+        # notice a dead engine behind it).
+        attempts = max(len(self._engines), 1 + self._retries)
+        failure: Exception | None = None
+        for attempt in range(attempts):
+            engine = self.order(key)[attempt % len(self._engines)]
+            if attempt >= len(self._engines):
+                await asyncio.sleep(min(0.5 * 2 ** (attempt - len(self._engines)), 4.0))
+            produced = False
+            try:
+                async for delta in self._stream_one(engine, body, headers, state):
+                    produced = True
+                    yield delta
+                return
+            except _Failed as exc:
+                failure = exc
+                self._mark_failed(engine, exc)
+                if produced:  # part of the answer reached the caller: it must redo the whole call
+                    if len(self._engines) == 1 and self._retries == 0:
+                        raise EngineUnavailable(f"The engine at {engine.url} failed: {exc}") from exc
+                    engine.restarts += 1
+                    raise EngineLost(f"The engine at {engine.url} died under the call: {exc}") from exc
+                if attempt + 1 < attempts:  # nothing reached the caller: redo it here, on the next engine
+                    engine.restarts += 1
+                    state.restarts += 1
+        raise EngineUnavailable(f"No engine could take the call; the last failure: {failure}")
+
+    def _mark_failed(self, engine: EngineStats, exc: Exception) -> None:
+        engine.failures += 1
+        if len(self._engines) > 1:
+            engine.down_until = time.monotonic() + DOWN_SECONDS
+        logger.warning("engine %s failed: %s", engine.url, exc)
+
+    async def _stream_one(
+        self, engine: EngineStats, body: dict[str, Any], headers: dict[str, str], state: StreamState
+    ) -> AsyncIterator[Delta]:
+        engine.calls += 1
+        engine.in_flight += 1
         try:
-            async with self._client.stream("POST", "/v1/completions", json=body) as response:
+            async with self._client.stream(
+                "POST", f"{engine.url}/v1/completions", json=body, headers=headers
+            ) as response:
                 if response.status_code == 400:
                     detail = (await response.aread()).decode(errors="replace")
                     raise InvalidRequest(f"The engine refused the request: {detail[:500]}")
+                if response.status_code >= 500:
+                    raise _Failed(f"HTTP {response.status_code}")
                 if response.status_code >= 300:
                     raise EngineUnavailable(f"The engine answered HTTP {response.status_code}.")
+                finished = False
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        finished = True
                         break
                     chunk = json.loads(data)
+                    if "error" in chunk and not chunk.get("choices"):
+                        raise _Failed(f"error in the stream: {str(chunk['error'])[:300]}")
                     usage = chunk.get("usage")
                     if usage:
                         state.prompt_tokens = int(usage.get("prompt_tokens") or state.prompt_tokens)
@@ -122,21 +246,38 @@ class RemoteEngine(ChatTokenizer):
                             finish_reason=choice.get("finish_reason"),
                             logprobs=_logprobs_from_chunk(choice),
                         )
+                if not finished:
+                    raise _Failed("the stream ended without [DONE]")
+            engine.prompt_tokens += state.prompt_tokens
+            engine.cached_prompt_tokens += state.cached_prompt_tokens
         except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"The engine at {self._client.base_url} failed: {exc!r}") from exc
+            raise _Failed(repr(exc)) from exc
         finally:
-            self._in_flight -= 1
+            engine.in_flight -= 1
 
     def running_requests(self) -> int:
-        return self._in_flight
+        return sum(engine.in_flight for engine in self._engines)
 
     async def check_health(self) -> None:
+        """Healthy while at least one server is; the ones that are not are passed over for a while."""
+        results = await asyncio.gather(*(self._check_one(engine) for engine in self._engines))
+        if not any(result is None for result in results):
+            raise EngineUnavailable("No engine is healthy: " + "; ".join(str(r) for r in results))
+
+    async def _check_one(self, engine: EngineStats) -> str | None:
         try:
-            response = await self._client.get("/health", timeout=5.0)
+            response = await self._client.get(f"{engine.url}/health", timeout=5.0)
         except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"The engine at {self._client.base_url} is unreachable: {exc!r}") from exc
-        if response.status_code != 200:
-            raise EngineUnavailable(f"The engine's /health answered {response.status_code}.")
+            problem = f"{engine.url} is unreachable: {exc!r}"
+        else:
+            if response.status_code == 200:
+                if engine.down_until:
+                    engine.down_until = 0.0
+                return None
+            problem = f"{engine.url}/health answered {response.status_code}"
+        if len(self._engines) > 1:
+            engine.down_until = time.monotonic() + DOWN_SECONDS
+        return problem
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -92,8 +92,10 @@ class InProcessEngine(ChatTokenizer):
             enable_prefix_caching=True,
             block_size=settings.kv_block_size,
             max_model_len=settings.max_model_len,
-            enforce_eager=True,
+            enforce_eager=on_cpu,  # CUDA graphs stay on with a GPU; the CPU build skips compilation
             gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            max_num_seqs=settings.max_num_seqs,
             disable_log_stats=False,
         )
         self._llm = AsyncLLM.from_engine_args(args)

@@ -7,6 +7,7 @@ ServiceError                 500 internal_error
 ├── Conflict                 409 conflict_error (an Idempotency-Key reused with another body, or in use)
 ├── BudgetExhausted          400 budget_exhausted (the budget cannot pay for even one sample)
 ├── EngineUnavailable        503 engine_unavailable (starting, dead, or timed out)
+│   └── EngineLost           503 engine_unavailable (one of several engines died under a call: redo it)
 ├── UpstreamError            502 upstream_error (a registered backend, e.g. a reward model, failed us)
 ├── StorageUnavailable       503 storage_unavailable (Redis did not answer)
 └── Rejected                 refused at the front door, before any work; `reason` labels the metric
@@ -66,6 +67,10 @@ class UpstreamError(ServiceError):
 
     status_code = 502
     error_type = "upstream_error"
+
+
+class EngineLost(EngineUnavailable):
+    """An engine died while a call ran on it and another engine can take the call; `generate` redoes it."""
 
 
 class StorageUnavailable(ServiceError):

@@ -49,7 +49,24 @@ class Settings(BaseSettings):
         description="Which engine backs the service; `none` serves corpora and retrieval only (no engine to die).",
     )
     engine_url: str = Field(
-        "http://127.0.0.1:8100", description="Base URL of the OpenAI-compatible server for --engine remote."
+        "http://127.0.0.1:8100",
+        description=(
+            "For --engine remote: base URL of an OpenAI-compatible server or of vLLM's router, or several vLLM "
+            "servers separated by commas (then calls are spread by affinity key, and a dead server is skipped)."
+        ),
+    )
+    engine_affinity_header: str = Field(
+        "X-Session-Id",
+        description=(
+            "Header carrying the request's affinity key on every engine call of one request; vLLM's router "
+            "(--policy consistent_hash) hashes on it, so a search's calls all reach one engine."
+        ),
+    )
+    engine_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Extra tries (with back-off) of a remote engine call that failed before producing output.",
     )
     engine_api_key: str | None = Field(
         None, description="Bearer token for the remote engine, if it needs one."
@@ -76,6 +93,14 @@ class Settings(BaseSettings):
         description="KV block size; small blocks let search branches share all but a partial block.",
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="For GPU builds of vLLM only.")
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="GPUs one in-process engine spreads the model over (vLLM's tensor_parallel_size).",
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Most sequences the in-process engine batches at once (default: vLLM's)."
+    )
     hardware: HardwareName = Field(
         "cpu",
         description="Hardware profile for eFLOPs: a preset (h100, h200, b200, a100) or `cpu`, measured here once.",
