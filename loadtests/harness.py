@@ -24,6 +24,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results"
+DEFAULT_MODEL_DIR = Path.home() / ".cache" / "ttc-service" / "models" / "SmolLM2-135M-Instruct"
 
 
 def free_port() -> int:
@@ -46,6 +47,32 @@ def start_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def start_vllm(
+    port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 1
+) -> subprocess.Popen[bytes]:
+    """vLLM's own OpenAI server with the settings our in-process engine uses."""
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        name,
+        "--enable-prefix-caching",
+        "--block-size",
+        "32",
+        "--max-model-len",
+        "2048",
+        "--enforce-eager",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)})
 
 
 def start_service(

@@ -25,41 +25,22 @@ from typing import Any
 import httpx
 import psutil
 
-from loadtests.harness import ROOT, interrupt, print_result, start_process, start_service, stop, wait_ready
+from loadtests.harness import (
+    DEFAULT_MODEL_DIR,
+    ROOT,
+    interrupt,
+    print_result,
+    start_service,
+    start_vllm,
+    stop,
+    wait_ready,
+)
 
-PYTHON = sys.executable
-DEFAULT_MODEL_DIR = Path.home() / ".cache" / "ttc-service" / "models" / "SmolLM2-135M-Instruct"
 DEFAULT_PROMPT = "Write a story about a cat who learns to fly."
 RESULTS = ROOT / "loadtests" / "results" / "overhead"
 
 
 # -- processes ------------------------------------------------------------------------------------------
-def start_vllm(
-    port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 1
-) -> subprocess.Popen[bytes]:
-    """vLLM's own OpenAI server with the settings our in-process engine uses."""
-    command = [
-        PYTHON,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        name,
-        "--enable-prefix-caching",
-        "--block-size",
-        "32",
-        "--max-model-len",
-        "2048",
-        "--enforce-eager",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)})
-
-
 class TreeMemory:
     """Samples the memory of a process and all its descendants in a background thread; keeps the peaks.
 
