@@ -62,15 +62,10 @@ def parse_args(argv: list[str]) -> Settings:
 
 
 async def _keys_exist(settings: Settings) -> bool:
-    from redis.asyncio import Redis
-
+    from service.store.client import connect
     from service.store.keys import KeyStore
 
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-    )
+    redis = connect(settings.redis_url, settings.redis_timeout_seconds)
     try:
         return await KeyStore(redis, settings.keys_namespace).any()
     finally:

@@ -13,10 +13,9 @@ import json
 import sys
 from typing import Any
 
-from redis.asyncio import Redis
-
 from service.runtime.errors import ServiceError
 from service.runtime.settings import Settings
+from service.store.client import connect
 from service.store.keys import KeyLimits, KeyStore, QuotaLedger
 
 LIMIT_OPTIONS: dict[str, type] = {
@@ -54,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    redis = Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = connect(args.redis_url, 5.0)
     store = KeyStore(redis, args.namespace)
     try:
         if args.command == "create":

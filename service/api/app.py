@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
 
 from service.api.auth import require_admin, require_user
 from service.api.errors import install_error_handlers
@@ -32,6 +31,7 @@ from service.runtime.embeddings import DEFAULT_EMBEDDING_MODEL, embedder
 from service.runtime.engine import Engine, SamplingSpec, generate
 from service.runtime.model_files import resolve_model
 from service.runtime.settings import Settings
+from service.store.client import connect
 from service.store.corpora import CorpusStore
 from service.store.keys import KeyStore, QuotaLedger
 
@@ -156,11 +156,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(start_engine(state, engine_factory, on_fatal))
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+        redis = connect(settings.redis_url, settings.redis_timeout_seconds)
         state.redis = redis
         state.corpora = CorpusStore(redis, settings)
         state.keys = KeyStore(redis, settings.keys_namespace)
