@@ -173,8 +173,13 @@ class RemoteEngine(ChatTokenizer):
         # notice a dead engine behind it).
         attempts = max(len(self._engines), 1 + self._retries)
         failure: Exception | None = None
+        tried: set[str] = set()
         for attempt in range(attempts):
-            engine = self.order(key)[attempt % len(self._engines)]
+            ranked = self.order(key)
+            engine = next(
+                (e for e in ranked if e.url not in tried), ranked[0]
+            )  # each server once, then again
+            tried.add(engine.url)
             if attempt >= len(self._engines):
                 await asyncio.sleep(min(0.5 * 2 ** (attempt - len(self._engines)), 4.0))
             produced = False

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from loadtests.cluster import Cluster, engine_counters, start_cluster
-from loadtests.harness import stop
+from loadtests.harness import free_port, stop
 from service.runtime.model_files import resolve_model
 from service.runtime.settings import Settings
 from tests.conftest import start_service
@@ -98,10 +98,13 @@ def test_concurrent_searches_spread_over_both_engines(cluster: tuple[Cluster, st
 
 
 def test_a_list_of_servers_keeps_a_search_on_one_engine(cluster: tuple[Cluster, str], tmp_path: Path) -> None:
-    """Without the router: TTC_ENGINE_URL lists both servers and the service hashes the key itself."""
+    """Without the router: TTC_ENGINE_URL lists the servers and the service hashes the key itself. The list
+    also names a server that is down (nothing listens there): calls that prefer it move on to the key's next
+    server, so the search still answers and still stays on one live engine."""
     engines, _ = cluster
     model_dir = resolve_model(None, Settings().model_cache_dir)
-    urls = ",".join(engine.url for engine in engines.engines)
+    dead = f"http://127.0.0.1:{free_port()}"
+    urls = ",".join([dead, *(engine.url for engine in engines.engines)])
     service, process = start_service(
         tmp_path, "--engine", "remote", "--engine-url", urls, "--model", model_dir
     )
@@ -115,8 +118,8 @@ def test_a_list_of_servers_keeps_a_search_on_one_engine(cluster: tuple[Cluster, 
     delta = sorted(b - a for a, b in zip(before, after, strict=True))
     calls = result["usage"]["engine_requests"] + result["usage"]["verifier_requests"]
     assert delta[0] == 0 and delta[1] >= calls, f"calls per engine {delta}, the search made {calls}"
-    for engine in engines.engines:  # per-engine series, one per server
-        assert f'ttc_engine_calls_total{{engine="{engine.url}"}}' in metrics
+    for url in urls.split(","):  # per-engine series, one per server
+        assert f'ttc_engine_calls_total{{engine="{url}"}}' in metrics
 
 
 def running(url: str) -> float:
