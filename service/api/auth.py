@@ -81,7 +81,8 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     secret = secret.strip() if scheme.lower() == "bearer" else ""
-    if settings.admin_key is None and not await store.any():
+    admin_key = settings.admin_key or None  # an empty TTC_ADMIN_KEY is no key
+    if admin_key is None and not await store.any():
         caller = anonymous_caller(settings)
         if caller is None:
             raise AuthenticationFailed(
@@ -92,7 +93,7 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
         )
-    elif settings.admin_key is not None and same_secret(secret, settings.admin_key):
+    elif admin_key is not None and same_secret(secret, admin_key):
         caller = Caller(BOOTSTRAP_ADMIN, "admin")
     else:
         record = await store.lookup(secret)
