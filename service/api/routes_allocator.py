@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from service.api.protocol import CalibrateVerifierRequest, EngineCalibrationRequest, VerifierCalibrationOut
 from service.api.state import StateDep
@@ -36,7 +36,9 @@ CALIBRATION_PROMPT = "Write a long story about a lighthouse keeper and a storm."
     summary="Measure a verifier's completeness and soundness on labelled examples",
 )
 async def calibrate_verifier(
-    name: str, body: CalibrateVerifierRequest, state: StateDep
+    name: Annotated[str, Path(description="A verifier name.", json_schema_extra={"enum": [*VERIFIER_NAMES]})],
+    body: CalibrateVerifierRequest,
+    state: StateDep,
 ) -> VerifierCalibrationOut:
     if name not in VERIFIER_NAMES:
         raise InvalidRequest(

@@ -13,13 +13,13 @@ from service.runtime.errors import EngineUnavailable
 router = APIRouter()
 
 
-@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+@router.head("/healthz", operation_id="healthz_head", summary="The process is up, for HEAD probes")
 @router.get("/healthz", summary="The process is up (HEAD too)")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.head("/readyz", include_in_schema=False)
+@router.head("/readyz", operation_id="readyz_head", summary="Readiness, for HEAD probes (load balancers)")
 @router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after; HEAD too)")
 async def readyz(state: StateDep) -> JSONResponse:
     try:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.errors import error_body
+from service.api.openapi import sse_event
 from service.api.protocol import ChatMessage, SolveRequest, SolveResponse, new_id
 from service.api.solver import Solved, question_of, render, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
@@ -71,7 +72,7 @@ def _sse(event: str, data: Any) -> str:
     "/solve",
     response_model=SolveResponse,
     summary="Answer a question within a compute budget",
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},  # with stream: true
+    responses={200: {"content": {"text/event-stream": {"schema": sse_event("progress or result, as JSON")}}}},
 )
 async def solve_route(body: SolveRequest, request: Request, state: StateDep) -> Any:
     request_id = new_id("solve")
