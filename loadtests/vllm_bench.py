@@ -133,7 +133,7 @@ def main() -> None:
                 "throughput_ratio": round(ratio, 3),
                 "mean_ttft_diff_ms": round(ttft_diff, 2),
                 "throughput_target_met": ratio >= 0.95,
-                "ttft_target_met": abs(ttft_diff) <= 20.0,
+                "ttft_target_met": ttft_diff <= 20.0,  # at most 20 ms slower (faster is fine)
             }
     finally:
         if service is not None:

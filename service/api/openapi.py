@@ -39,6 +39,19 @@ WHY = {
 }
 
 
+def sse_event(data: str) -> dict[str, Any]:
+    """The schema of one server-sent event (what a `stream: true` response is a sequence of)."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "description": "Event name, when there is one."},
+            "data": {"type": "string", "description": f"The payload: {data}."},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
+
+
 def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     """The error statuses one operation can answer with."""
     if path in ("/healthz", "/metrics"):

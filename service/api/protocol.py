@@ -47,7 +47,14 @@ def _lone_surrogate_at(value: Any, path: str) -> str | None:
     return None
 
 
-class RequestBody(BaseModel):
+class Strict(BaseModel):
+    """Request-side models take JSON types as they are: "2" is not an integer and 0 is not false, as in OpenAI's
+    API and as the OpenAPI document says (only an integer may stand for a number)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class RequestBody(Strict):
     """A request body: text must be valid Unicode, so a lone surrogate is a 400 naming the field, never an
     engine or tokenizer failure later."""
 
@@ -59,12 +66,12 @@ class RequestBody(BaseModel):
         return data
 
 
-class TextContentPart(BaseModel):
+class TextContentPart(Strict):
     type: Literal["text"] = Field(..., description="Only text parts are supported.")
     text: str = Field(..., description="The text.")
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Strict):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(..., description="Who speaks.")
@@ -92,7 +99,7 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class BudgetSpec(BaseModel):
+class BudgetSpec(Strict):
     """Hard caps on what one request may spend; give any subset."""
 
     model_config = ConfigDict(extra="forbid")
@@ -111,7 +118,7 @@ class BudgetSpec(BaseModel):
     )
 
 
-class VerifierSpec(BaseModel):
+class VerifierSpec(Strict):
     """A verifier by name plus its options (e.g. `{"name": "reference", "answer": "42"}`)."""
 
     model_config = ConfigDict(extra="allow")
@@ -128,7 +135,7 @@ class VerifierSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class SamplingOptions(BaseModel):
+class SamplingOptions(Strict):
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of every sample.")
@@ -140,7 +147,7 @@ class SamplingOptions(BaseModel):
     )
 
 
-class AnswerOptions(BaseModel):
+class AnswerOptions(Strict):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["number", "boxed", "text", "regex", "json"] = Field(
@@ -166,7 +173,7 @@ class AnswerOptions(BaseModel):
         return self
 
 
-class RagOptions(BaseModel):
+class RagOptions(Strict):
     """Retrieval for the `rag`, `drag` and `iterdrag` strategies (issue 4); unset k/demos/iterations are
     chosen for the budget by the allocation model."""
 
@@ -182,7 +189,7 @@ class RagOptions(BaseModel):
     )
 
 
-class TTCOptions(BaseModel):
+class TTCOptions(Strict):
     """Test-time compute options: the body of `ttc` in the OpenAI endpoints, and part of /v1/solve."""
 
     model_config = ConfigDict(extra="forbid")
@@ -305,11 +312,11 @@ class SolveResponse(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Strict):
     include_usage: bool = Field(False, description="Send a last chunk with usage.")
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(Strict):
     name: str = Field("response", max_length=64, description="The schema's name (not used for decoding).")
     description: str | None = Field(None, description="What the schema is for (not used for decoding).")
     schema_: dict[str, Any] = Field(
@@ -320,7 +327,7 @@ class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(Strict):
     """OpenAI's `response_format`: vLLM's guided decoding constrains every sample (every strategy's too)."""
 
     type: Literal["text", "json_object", "json_schema"] = Field(..., description="Output format.")
@@ -335,7 +342,7 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class StructuredOutputs(BaseModel):
+class StructuredOutputs(Strict):
     """vLLM's `structured_outputs`: exactly one constraint, applied to every sample through guided decoding."""
 
     json_: dict[str, Any] | str | None = Field(
@@ -657,7 +664,13 @@ def new_id(prefix: str) -> str:
 class CorpusCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, max_length=64, description="Letters, digits, '_', '.', '-'.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Letters, digits, '_', '.', '-' (starting with a letter or digit).",
+    )
     embedding_model: str | None = Field(
         None,
         max_length=1000,
@@ -667,7 +680,7 @@ class CorpusCreate(RequestBody):
     )
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(Strict):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(..., min_length=1, max_length=256, description="Re-adding an id replaces the document.")
@@ -676,7 +689,7 @@ class DocumentIn(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description="Kept with the document, not searched.")
 
 
-class DemonstrationIn(BaseModel):
+class DemonstrationIn(Strict):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(None, max_length=256, description="Re-adding an id replaces it.")
@@ -709,7 +722,7 @@ class CorpusSearch(RequestBody):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class LabelledExample(BaseModel):
+class LabelledExample(Strict):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(..., min_length=1, description="The question, sent through the chat template.")
@@ -753,7 +766,7 @@ class VerifierCalibrationOut(BaseModel):
     measured_at: float = Field(..., description="Unix time of the measurement.")
 
 
-class EngineCalibrationRequest(BaseModel):
+class EngineCalibrationRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     batch_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 
 from service.api.protocol import (
     BudgetSpec,
@@ -74,7 +74,10 @@ def calibration_budget(state: ServiceState, budget: BudgetSpec | None) -> Budget
     summary="Measure a verifier's completeness and soundness on labelled examples",
 )
 async def calibrate_verifier(
-    name: str, body: CalibrateVerifierRequest, request: Request, state: StateDep
+    name: Annotated[str, Path(description="A verifier name.", json_schema_extra={"enum": [*VERIFIER_NAMES]})],
+    body: CalibrateVerifierRequest,
+    request: Request,
+    state: StateDep,
 ) -> VerifierCalibrationOut:
     if name not in VERIFIER_NAMES:
         raise InvalidRequest(

@@ -18,6 +18,7 @@ from service.api.openai_serving import (
     stream_plain,
     stream_ttc,
 )
+from service.api.openapi import sse_event
 from service.api.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -50,14 +51,7 @@ def _documented(model: type[BaseModel], chunk: str) -> dict[int | str, dict[str,
     return {
         200: {
             "model": model,
-            "content": {
-                "text/event-stream": {
-                    "schema": {
-                        "type": "string",
-                        "description": f"`data: {{{chunk}}}` lines, then `data: [DONE]`.",
-                    }
-                }
-            },
+            "content": {"text/event-stream": {"schema": sse_event(f"a JSON {chunk}, then the text [DONE]")}},
         },
         202: {"model": Job, "description": "With `ttc.background`: the queued job."},
     }

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+@router.head("/healthz", operation_id="healthz_head", summary="The process is up, for HEAD probes")
 @router.get("/healthz", summary="The process is up and its engine is not dead (503 once it failed); HEAD too")
 async def healthz(state: StateDep) -> JSONResponse:
     """200 while the engine loads and once it runs; 503 once it failed to start or died (the process then
@@ -27,7 +27,7 @@ async def healthz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.head("/readyz", include_in_schema=False)
+@router.head("/readyz", operation_id="readyz_head", summary="Readiness, for HEAD probes (load balancers)")
 @router.get("/readyz", summary="The engine is loaded, warm and healthy (503 before and after; HEAD too)")
 async def readyz(state: StateDep) -> JSONResponse:
     try:

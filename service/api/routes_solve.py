@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from service.api import jobs
 from service.api.auth import caller_of
 from service.api.errors import stream_error_body
+from service.api.openapi import sse_event
 from service.api.protocol import ChatMessage, Job, SolveRequest, SolveResponse, new_id
 from service.api.solver import Solved, limits_of, question_of, render, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
@@ -94,7 +95,7 @@ async def run_solve_job(
     response_model=SolveResponse,
     summary="Answer a question within a compute budget",
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},  # with stream: true
+        200: {"content": {"text/event-stream": {"schema": sse_event("progress or result, as JSON")}}},
         202: {"model": Job, "description": "With `background`: the queued job."},
     },
 )

@@ -2,7 +2,8 @@
 
 The schema allows n = 128 samples of 32k tokens, or a calibration over 500 questions; run as generated, a few such
 cases take the 2-core engine for hours. Positive cases are therefore scaled down within their schema (integers to
-at most 16, lists to at most 3 items, a 16-token default for completions, a 128-token budget for /v1/solve), so
+at most 16, lists to at most 3 items, a 16-token default for completions, a 128-token budget for /v1/solve,
+small timing calls for the engine calibration), so
 they stay schema-valid while every call takes seconds. Negative cases are sent exactly as generated: the service
 rejects them before any work.
 """
@@ -44,5 +45,8 @@ def map_case(context: Any, case: Any) -> Any:
         body["max_tokens"] = 16
     if path == "/v1/solve" and not isinstance(body.get("budget"), dict):
         body["budget"] = {"tokens": 128}
+    if path == "/v1/allocator/calibrate-engine":  # its defaults time 6 calls of up to 16 x 64 tokens
+        body.setdefault("batch_sizes", [1, 2])
+        body.setdefault("max_tokens", [4])
     case.body = body
     return case
