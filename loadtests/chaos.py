@@ -56,7 +56,7 @@ STRATEGIES: list[dict[str, Any]] = [
     {"strategy": "best_of_n", "params": {"n": 4}, "sampling": {"max_tokens": 48}},
     {"strategy": "revision", "params": {"chains": 1, "depth": 2}, "sampling": {"max_tokens": 32}},
     {"strategy": "beam_search", "params": {"width": 4, "beam_width": 2, "max_depth": 2, "step_tokens": 24},
-     "sampling": {"max_tokens": 64}},
+     "verifier": {"name": "calculator"}, "sampling": {"max_tokens": 64}},
     {"strategy": "auto", "budget": {"tokens": 256}, "sampling": {"max_tokens": 32}},
 ]  # fmt: skip
 

@@ -168,8 +168,10 @@ def test_a_large_ingestion_runs_as_a_background_job(client: httpx.Client) -> Non
     try:
         documents = [
             {"id": f"d{i}", "title": f"Town {i}", "text": f"Town number {i} was founded in year {1000 + i}."}
-            for i in range(300)
+            for i in range(299)
         ]
+        special = "The lighthouse keeper Orlen Vasque polished the great brass lamp every night."
+        documents.append({"id": "special", "title": "Orlen Vasque", "text": special})
         bad = client.post(
             f"/v1/corpora/{name}/documents",
             json={"documents": [*documents, documents[0]], "background": True},
@@ -183,8 +185,10 @@ def test_a_large_ingestion_runs_as_a_background_job(client: httpx.Client) -> Non
         assert done["status"] == "succeeded", done
         assert done["result"]["documents"] == 300 and done["result"]["chunks"] == 300
         assert client.get(f"/v1/corpora/{name}").json()["documents"] == 300
-        hits = client.post(f"/v1/corpora/{name}/search", json={"query": "founded in year 1042", "k": 1})
-        assert hits.json()["data"][0]["document_id"] == "d42"
+        hits = client.post(
+            f"/v1/corpora/{name}/search", json={"query": "Who polished the lighthouse lamp?", "k": 1}
+        )
+        assert hits.json()["data"][0]["document_id"] == "special"
     finally:
         client.delete(f"/v1/corpora/{name}")
 
