@@ -22,7 +22,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,11 +34,12 @@ import redis
 
 from loadtests.harness import (
     ROOT,
+    RedisServer,
     free_port,
     interrupt,
     print_result,
-    start_process,
     start_ready_service,
+    start_vllm,
     stop,
     wait_ready,
 )
@@ -59,42 +59,6 @@ STRATEGIES: list[dict[str, Any]] = [
      "verifier": {"name": "calculator"}, "sampling": {"max_tokens": 64}},
     {"strategy": "auto", "budget": {"tokens": 256}, "sampling": {"max_tokens": 32}},
 ]  # fmt: skip
-
-
-class OwnRedis:
-    def __init__(self, directory: Path) -> None:
-        self.directory, self.port = directory, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        command = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def restart(self) -> float:
-        """A clean restart (SIGTERM: Redis fsyncs its append-only file and exits); returns seconds down."""
-        assert self.process is not None
-        began = time.monotonic()
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.start()
-        return time.monotonic() - began
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
 
 class Replica:
@@ -161,20 +125,12 @@ def main() -> None:
     run_dir = args.results / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    own_redis = OwnRedis(run_dir / "redis")
+    own_redis = RedisServer(run_dir / "redis")
     own_redis.start()
     model_dir = str(ensure_default_model(Settings().model_cache_dir))
     vllm_port = free_port()
     vllm_log = run_dir / "vllm.log"
-    vllm = start_process(
-        [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-            "--served-model-name", "smol", "--port", str(vllm_port), "--max-model-len", "2048",
-            "--enforce-eager", "--enable-prefix-caching", "--block-size", "32", "--enable-prompt-tokens-details",
-        ],
-        vllm_log,
-        {"VLLM_CPU_KVCACHE_SPACE": "2"},
-    )  # fmt: skip
+    vllm = start_vllm(vllm_port, Path(model_dir), "smol", vllm_log, kv_cache_gib=2)
     replicas: list[Replica] = []
     try:
         wait_ready(f"http://127.0.0.1:{vllm_port}", vllm, "/health", timeout=600, log_path=vllm_log)

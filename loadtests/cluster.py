@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.harness import free_port, start_process, stop, wait_ready
+from loadtests.harness import free_port, start_process, start_vllm, stop, wait_ready
 
 
 @dataclass
@@ -39,16 +39,10 @@ def start_engine(
 ) -> Server:
     port = free_port()
     log = log_dir / f"vllm-{port}.log"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_dir, "--served-model-name", name, "--port", str(port),
-        "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
-        "--enable-prompt-tokens-details",
-    ]  # fmt: skip
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": str(core)}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": str(core)}
     if dev_mode:  # adds POST /reset_prefix_cache, which the benchmark uses between its arms
         env["VLLM_SERVER_DEV_MODE"] = "1"
-    return Server(f"http://127.0.0.1:{port}", start_process(command, log, env), log)
+    return Server(f"http://127.0.0.1:{port}", start_vllm(port, Path(model_dir), name, log, env=env), log)
 
 
 def start_router(worker_urls: list[str], policy: str, log_dir: Path) -> Server:

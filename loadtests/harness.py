@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results"
@@ -50,9 +51,15 @@ def start_process(
 
 
 def start_vllm(
-    port: int, model_dir: Path, name: str, log_path: Path, kv_cache_gib: int = 1
+    port: int,
+    model_dir: Path,
+    name: str,
+    log_path: Path,
+    kv_cache_gib: int = 1,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """vLLM's own OpenAI server with the settings our in-process engine uses."""
+    """vLLM's own OpenAI server with the settings our in-process engine uses (`env` adds to its environment,
+    e.g. VLLM_CPU_OMP_THREADS_BIND to give each of several engines its own core)."""
     command = [
         sys.executable,
         "-m",
@@ -67,12 +74,63 @@ def start_vllm(
         "--max-model-len",
         "2048",
         "--enforce-eager",
+        "--enable-prompt-tokens-details",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
     ]
-    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)})
+    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), **(env or {})})
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, with append-only persistence (fsync every second) in
+    `directory`: for tests and benchmarks that restart or kill Redis (never the machine's shared one)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = self.client()
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def restart(self) -> float:
+        """A clean restart (SIGTERM: Redis fsyncs its append-only file and exits); returns seconds down."""
+        began = time.monotonic()
+        self.stop()
+        self.start()
+        return time.monotonic() - began
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, so only what the append-only file already holds survives."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
 def start_service(

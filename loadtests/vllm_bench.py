@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from loadtests.harness import (
     free_port,
     interrupt,
     print_result,
-    start_process,
     start_ready_service,
+    start_vllm,
     stop,
     wait_ready,
 )
@@ -39,16 +38,6 @@ from service.runtime.settings import Settings
 
 NAME = "SmolLM2-135M-Instruct"
 RESULTS = ROOT / "loadtests" / "results" / "vllm_bench.json"
-
-
-def start_vllm(port: int, model_dir: Path, log_path: Path) -> Any:
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", NAME,
-        "--enable-prefix-caching", "--block-size", "32", "--max-model-len", "2048", "--enforce-eager",
-        "--enable-prompt-tokens-details", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": "2"})
 
 
 def bench(
@@ -102,7 +91,7 @@ def main() -> None:
     model_dir = ensure_default_model(Settings().model_cache_dir)
     work = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
     vllm_port = free_port()
-    vllm = start_vllm(vllm_port, model_dir, work / "vllm.log")
+    vllm = start_vllm(vllm_port, model_dir, NAME, work / "vllm.log", kv_cache_gib=2)
     service = None
     rows: dict[str, Any] = {}
     try:

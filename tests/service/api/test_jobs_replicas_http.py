@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from loadtests.harness import free_port, start_process, stop, wait_ready
+from loadtests.harness import RedisServer, free_port, start_vllm, stop, wait_ready
 from service.runtime.model_files import ensure_default_model
 from service.runtime.settings import Settings
 from tests.conftest import start_service
@@ -40,65 +38,20 @@ LONG = {
 SHORT = {**LONG, "params": {"n": 2}, "sampling": {"max_tokens": 64, "temperature": 1.0}}
 
 
-class OwnRedis:
-    """A redis-server of this test with append-only persistence (fsync every second) in `directory`."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("own redis-server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, so only what the append-only file already holds survives."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
-
-
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path_factory.mktemp("redis"))
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.terminate()
-        server.process.wait(timeout=30)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model_dir = str(ensure_default_model(Settings().model_cache_dir))
+    model_dir = ensure_default_model(Settings().model_cache_dir)
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_dir, "--served-model-name", "smol", "--port", str(port),
-        "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
-        "--enable-prompt-tokens-details",
-    ]  # fmt: skip
-    process = start_process(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    process = start_vllm(port, model_dir, "smol", log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, "/health", log_path=log)
@@ -135,19 +88,19 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(
-    tmp_path_factory: pytest.TempPathFactory, vllm_url: str, own_redis: OwnRedis
+    tmp_path_factory: pytest.TempPathFactory, vllm_url: str, own_redis: RedisServer
 ) -> Iterator[Replicas]:
     group = Replicas(tmp_path_factory.mktemp("replicas"), vllm_url, own_redis.url)
     yield group
     group.stop_all()
 
 
-def job_of(own_redis: OwnRedis, job_id: str) -> dict[str, Any]:
+def job_of(own_redis: RedisServer, job_id: str) -> dict[str, Any]:
     return own_redis.client().hgetall(f"ttc:job:{job_id}")  # type: ignore[return-value]
 
 
 def wait_job(
-    own_redis: OwnRedis, job_id: str, statuses: tuple[str, ...], seconds: float = 240
+    own_redis: RedisServer, job_id: str, statuses: tuple[str, ...], seconds: float = 240
 ) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     job: dict[str, Any] = {}
@@ -163,7 +116,7 @@ def pid_of(job: dict[str, Any]) -> int:
     return int(job["worker"].split(":")[1])
 
 
-def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, own_redis: OwnRedis) -> None:
+def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, own_redis: RedisServer) -> None:
     first_url, first = replicas.start()
     second_url, second = replicas.start()
     job = httpx.post(f"{first_url}/v1/solve", json=LONG, timeout=60).json()
@@ -188,7 +141,7 @@ def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, ow
 
 
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
-    replicas: Replicas, own_redis: OwnRedis
+    replicas: Replicas, own_redis: RedisServer
 ) -> None:
     url, process = replicas.start()  # the only replica: it runs the job
     job = httpx.post(f"{url}/v1/solve", json=SHORT, timeout=60).json()
@@ -202,7 +155,7 @@ def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
 
 
 def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
-    replicas: Replicas, own_redis: OwnRedis
+    replicas: Replicas, own_redis: RedisServer
 ) -> None:
     url, process = replicas.start()
     long = {**LONG, "params": {"n": 16}, "sampling": {"max_tokens": 600, "temperature": 1.0}}
@@ -220,7 +173,7 @@ def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
 
 
 def test_redis_restart_keeps_corpora_calibrations_and_finished_jobs(
-    replicas: Replicas, own_redis: OwnRedis
+    replicas: Replicas, own_redis: RedisServer
 ) -> None:
     url, _ = replicas.start()
     http = httpx.Client(base_url=url, timeout=120)

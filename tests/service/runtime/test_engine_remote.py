@@ -4,7 +4,6 @@ import asyncio
 import dataclasses
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.harness import free_port, start_process, stop, wait_ready
+from loadtests.harness import free_port, start_vllm, stop, wait_ready
 from service.runtime.engine import SamplingSpec, StreamState, StructuredOutput, generate
 from service.runtime.engine_remote import RemoteEngine
 from service.runtime.model_files import ensure_default_model
@@ -28,13 +27,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     model_dir = str(ensure_default_model(Settings().model_cache_dir))
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_dir, "--served-model-name", "smol", "--port", str(port),
-        "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
-        "--enable-prompt-tokens-details",
-    ]  # fmt: skip
-    process = start_process(command, log, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    process = start_vllm(port, Path(model_dir), "smol", log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, "/health", log_path=log)
