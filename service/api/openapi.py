@@ -32,6 +32,7 @@ WHY = {
     "403": "The API key may not use this route or this option.",
     "404": "Not found: an unknown model (model_not_found), corpus, or route.",
     "405": "Method not allowed on this path; the `Allow` header lists the methods that are.",
+    "409": "The Idempotency-Key was used with another body, or its first request is still running.",
     "413": "The request body is larger than the service accepts.",
     "429": "The key's rate limit or quota is spent, or the service is full; see `Retry-After`.",
     "500": "An unexpected internal error (logged).",
@@ -52,6 +53,9 @@ def sse_event(data: str) -> dict[str, Any]:
     }
 
 
+IDEMPOTENT = ("/v1/solve", "/v1/chat/completions", "/v1/completions")
+
+
 def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     """The error statuses one operation can answer with."""
     if path in ("/healthz", "/metrics"):
@@ -59,6 +63,8 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     codes = ["400", "401", "403", "405", "429", "500", "503"]
     if method in ("post", "put", "patch"):
         codes.append("413")
+    if method == "post" and (path in IDEMPOTENT or path.startswith("/v1/corpora/")):
+        codes.append("409")  # an Idempotency-Key reused with another body, or still in use
     if "{" in path or path.startswith("/v1/corpora") or path in ("/v1/chat/completions", "/v1/completions"):
         codes.append("404")
     if path == "/v1/solve":  # a `rag.corpus` that does not exist
