@@ -40,8 +40,8 @@ class MixEntry(Strict):
     strategy: str | None = Field(
         None, description="ttc strategy; None on chat is plain generation (also valid against raw vLLM)."
     )
-    budget: dict[str, float] = Field(
-        default_factory=dict, description="ttc budget (tokens, eflops, seconds)."
+    budget: dict[str, int | float] = Field(
+        default_factory=dict, description="ttc budget (tokens, eflops, seconds); whole numbers stay integers."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy params.")
     verifier: str | None = None
