@@ -787,7 +787,7 @@ class EngineCalibrationRequest(RequestBody):
 # -- API keys and usage (issue 10) ----------------------------------------------------------------------------
 
 
-class KeyLimitsSpec(BaseModel):
+class KeyLimitsSpec(Strict):
     """A key's quotas per window, concurrency, and per-request ceilings; omitted means unlimited."""
 
     model_config = ConfigDict(extra="forbid")
@@ -805,7 +805,7 @@ class KeyLimitsSpec(BaseModel):
     )
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestBody):
     """A new API key: its name (unique), scope and limits."""
 
     model_config = ConfigDict(extra="forbid")

@@ -76,9 +76,14 @@ def test_calculator_scores_engine_samples_by_their_arithmetic(client: httpx.Clie
         ({"name": "calculator", "wrong_score": 0.7}, "verifier", "wrong_score <= neutral_score"),
         ({"name": "process_judge", "max_solution_tokens": 4}, "verifier.max_solution_tokens", "16"),
         ({"name": "process_judge", "temperature": 1}, "verifier.temperature", "has no option"),
-        ({"name": "reward_model", "model": "prm"}, "verifier.url", "required"),
-        ({"name": "reward_model", "url": "ftp://x", "model": "prm"}, "verifier.url", "URL scheme"),
-        ({"name": "reward_model", "url": "http://x", "model": "m", "mode": "x"}, "verifier.mode", "prm"),
+        ({"name": "reward_model"}, "verifier.model", "required"),
+        (
+            {"name": "reward_model", "model": "nobody-registered-this"},
+            "verifier.model",
+            "registered ones are",
+        ),
+        ({"name": "reward_model", "url": "http://x", "model": "prm"}, "verifier.url", "has no option 'url'"),
+        ({"name": "reward_model", "model": "prm", "mode": "orm"}, "verifier.mode", "has no option 'mode'"),
     ],
 )
 def test_bad_process_verifier_options_are_a_clear_400(

@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,3 +342,39 @@ def test_anonymous_callers_only_on_loopback_unless_allowed(tmp_path: Path) -> No
         assert refused.status_code == 403
     finally:
         stop(served)
+
+
+def test_background_jobs_belong_to_their_key_and_spend_its_quota(replicas: tuple[str, str]) -> None:
+    """A job is visible to and cancellable by its own key (and admin) only, on every replica, and its run is
+    charged to its key's quota like a synchronous call (the worker runs it as its owner)."""
+    url_a, url_b = replicas
+    alice = create_key(url_a, "jobs-alice-" + uuid.uuid4().hex[:8], tokens_per_day=10_000)
+    bob = create_key(url_a, "jobs-bob-" + uuid.uuid4().hex[:8])
+    body = {
+        "prompt": "What is 2 + 3?",
+        "strategy": "best_of_n",
+        "params": {"n": 2},
+        "sampling": {"max_tokens": 8},
+        "background": True,
+    }
+    submitted = httpx.post(f"{url_a}/v1/solve", json=body, headers=bearer(alice))
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    for url in (url_a, url_b):
+        assert httpx.get(f"{url}/v1/jobs/{job_id}", headers=bearer(bob)).status_code == 404
+        assert httpx.delete(f"{url}/v1/jobs/{job_id}", headers=bearer(bob)).status_code == 404
+        listed = httpx.get(f"{url}/v1/jobs", headers=bearer(bob)).json()["data"]
+        assert job_id not in [job["id"] for job in listed]
+    deadline = time.monotonic() + 180
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url_b}/v1/jobs/{job_id}", headers=bearer(alice)).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert job["status"] == "succeeded", job
+    assert httpx.get(f"{url_a}/v1/jobs/{job_id}", headers=bearer(ADMIN)).status_code == 200
+    spent = job["result"]["usage"]["completion_tokens"]
+    assert spent > 0
+    usage = httpx.get(f"{url_a}/v1/usage", headers=bearer(alice)).json()
+    assert usage["usage"]["windows"]["day"]["tokens"]["spent"] == spent

@@ -141,27 +141,6 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
 
 
-def test_dead_engine_is_a_503_not_a_hang_then_an_exit(vllm_server: tuple[str, str], tmp_path: Path) -> None:
-    """Runs last in this module: it stops the module's vLLM server."""
-    url, model_dir = vllm_server
-    service, process = start_service(
-        tmp_path, "--engine", "remote", "--engine-url", url, "--model", model_dir
-    )
-    try:
-        port = int(url.rsplit(":", 1)[1])
-        subprocess.run(["pkill", "-f", f"api_server.*--port {port}"], check=False)
-        killed = time.monotonic()
-        time.sleep(1.0)
-        assert httpx.get(f"{service}/readyz", timeout=10).status_code == 503
-        response = httpx.post(f"{service}/v1/solve", json={"prompt": "hi", "strategy": "none"}, timeout=30)
-        assert response.status_code == 503 and response.json()["error"]["type"] == "engine_unavailable"
-        assert time.monotonic() - killed < 10
-        # Dead for TTC_ENGINE_DEAD_SECONDS (5 s): /healthz fails and the process exits non-zero (restart it).
-        assert process.wait(timeout=30) not in (0, None)
-    finally:
-        stop(process)
-
-
 PERSON_SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
@@ -227,3 +206,24 @@ def test_vllm_sampling_parameters_reach_the_server(vllm_server: tuple[str, str])
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_dead_engine_is_a_503_not_a_hang_then_an_exit(vllm_server: tuple[str, str], tmp_path: Path) -> None:
+    """Runs last in this module: it stops the module's vLLM server."""
+    url, model_dir = vllm_server
+    service, process = start_service(
+        tmp_path, "--engine", "remote", "--engine-url", url, "--model", model_dir
+    )
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        subprocess.run(["pkill", "-f", f"api_server.*--port {port}"], check=False)
+        killed = time.monotonic()
+        time.sleep(1.0)
+        assert httpx.get(f"{service}/readyz", timeout=10).status_code == 503
+        response = httpx.post(f"{service}/v1/solve", json={"prompt": "hi", "strategy": "none"}, timeout=30)
+        assert response.status_code == 503 and response.json()["error"]["type"] == "engine_unavailable"
+        assert time.monotonic() - killed < 10
+        # Dead for TTC_ENGINE_DEAD_SECONDS (5 s): /healthz fails and the process exits non-zero (restart it).
+        assert process.wait(timeout=30) not in (0, None)
+    finally:
+        stop(process)
