@@ -264,10 +264,14 @@ class JobRunner:
             job_id, "running", {"status": "running", "attempt": attempt, "worker": self.consumer}
         )
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        tenant = await tenant_named(
-            self.state, job["owner"]
-        )  # charged to its owner's quota, as in the foreground
-        task = asyncio.create_task(handler(self.state, tenant, job["request"], events.put_nowait))
+
+        async def as_owner() -> dict[str, Any]:
+            """Run as the job's owner, read when the run starts, so it is charged to that key's quota as in
+            the foreground; a key revoked meanwhile fails the job like any other error of the run."""
+            tenant = await tenant_named(self.state, job["owner"])
+            return await handler(self.state, tenant, job["request"], events.put_nowait)
+
+        task = asyncio.create_task(as_owner())
         run = Running(entry_id, job_id, attempt, task)
         self.running[job_id] = run
         publisher = asyncio.create_task(self._publish(store, job_id, events))
