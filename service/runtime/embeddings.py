@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from service.runtime.libraries import IMPORT_LOCK
+
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -42,9 +44,10 @@ class Embedder:
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
+                with IMPORT_LOCK:  # the constructor imports transformers' model modules lazily
+                    from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self._path(), device="cpu", local_files_only=True)
+                    self._model = SentenceTransformer(self._path(), device="cpu", local_files_only=True)
             vectors = self._model.encode(
                 list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True
             )

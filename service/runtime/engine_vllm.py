@@ -16,6 +16,7 @@ from typing import Any
 from service.runtime.cost import ModelShape
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
 from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.libraries import IMPORT_LOCK
 from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,10 @@ class ChatTokenizer:
     """The model's tokenizer and chat template, shared by both engines."""
 
     def __init__(self, model_path: str) -> None:
-        from transformers import AutoTokenizer
+        with IMPORT_LOCK:  # from_pretrained imports the tokenizer's modules lazily
+            from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(model_path)
+            self._tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_token_chars = max((len(token) for token in self._tokenizer.get_vocab()), default=1)
 
     def render_chat(
@@ -72,9 +74,10 @@ class InProcessEngine(ChatTokenizer):
 
     def __init__(self, settings: Settings, model_path: str) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
-        from vllm.v1.engine.async_llm import AsyncLLM
+        with IMPORT_LOCK:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.platforms import current_platform
+            from vllm.v1.engine.async_llm import AsyncLLM
 
         super().__init__(model_path)
         self.model_name = settings.served_model_name or Path(model_path).name

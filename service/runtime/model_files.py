@@ -12,6 +12,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from service.runtime.libraries import IMPORT_LOCK
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -31,7 +33,8 @@ def _gguf_location() -> Path:
 
 def _convert(gguf_dir: Path, target: Path) -> None:
     """GGUF -> bf16 safetensors folder with the tokenizer (and its ChatML chat template)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=_GGUF_FILE, dtype="bfloat16")

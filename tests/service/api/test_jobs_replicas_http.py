@@ -141,11 +141,6 @@ def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, ow
     (stop(second) if victim is first else stop(first))  # the next tests start their own replicas
 
 
-@pytest.mark.xfail(
-    reason="open defect found at merge (issue 13 with issue 10's shutdown path): after SIGTERM the replica "
-    "exits before its running job finishes or is handed back; passed on the jobs branch alone",
-    strict=False,
-)
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
     replicas: Replicas, own_redis: RedisServer
 ) -> None:
@@ -160,11 +155,6 @@ def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
     assert done["attempts"] == "1" and float(done["finished_at"]) >= stopped_at
 
 
-@pytest.mark.xfail(
-    reason="open defect found at merge (issue 13 with issue 10's shutdown path): after SIGTERM the replica "
-    "exits before its running job finishes or is handed back; passed on the jobs branch alone",
-    strict=False,
-)
 def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
     replicas: Replicas, own_redis: RedisServer
 ) -> None:
