@@ -3,8 +3,8 @@ OpenAI server and to the service running on that same server (TTC_ENGINE=remote)
 
     python -m loadtests.load_vs_vllm [--scenario loadtests/scenarios/plain.toml] [--rates 1,2,4,8]
 
-The two sides alternate at each rate (vLLM first at odd rates, the service first at even ones) so drift of the
-machine falls on both. Reports, per rate, both sides' throughput and latency and the service/vLLM ratios;
+The two sides alternate at each rate, `--rounds` times, who goes first alternating too, and each side's
+outcomes are pooled, so drift of the machine falls on both. Reports, per rate, both sides' throughput and latency and the service/vLLM ratios;
 targets: throughput >= 0.95x vLLM's at saturation (the highest rate), p99 TTFT overhead <= 20 ms at half load
 (the rate nearest half of vLLM's saturated request throughput). Ends with one JSON line.
 """
@@ -30,24 +30,34 @@ from loadtests.harness import (
     stop,
     wait_ready,
 )
-from loadtests.load import Target, first_model, rate_report, run_rate
+from loadtests.load import Outcome, Target, first_model, rate_report, run_rate
 from loadtests.scenario import Pools, Scenario, load_scenario
 
 OUT = RESULTS / "load_vs_vllm"
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "plain.toml"
 
 
-async def side_by_side(scenario: Scenario, vllm: str, service: str, drain: float) -> list[dict[str, Any]]:
+async def side_by_side(
+    scenario: Scenario, vllm: str, service: str, drain: float, rounds: int = 1
+) -> list[dict[str, Any]]:
+    """At every rate, `rounds` alternations of the two sides (who goes first alternates too), each side's
+    outcomes pooled: a p99 from one short window is one request's outlier on a noisy machine."""
     targets = {
         "vllm": Target(vllm, {}, await first_model(vllm, {}), None),
         "service": Target(service, {}, await first_model(service, {}), None),
     }
     rows = []
     for index, rate in enumerate(scenario.rates):
-        order = ["vllm", "service"] if index % 2 == 0 else ["service", "vllm"]
+        # rate_report drops each run's warm-up; the pooled elapsed counts it once, as for a single run
+        warmup = scenario.warmup_seconds
+        pooled: dict[str, tuple[list[Outcome], float]] = {"vllm": ([], warmup), "service": ([], warmup)}
+        for round_index in range(rounds):
+            first_vllm = (index + round_index) % 2 == 0
+            for side in ["vllm", "service"] if first_vllm else ["service", "vllm"]:
+                outcomes, elapsed = await run_rate(scenario, rate, targets[side], Pools(scenario.seed), drain)
+                pooled[side] = (pooled[side][0] + outcomes, pooled[side][1] + elapsed - warmup)
         row: dict[str, Any] = {"rate": rate}
-        for side in order:
-            outcomes, elapsed = await run_rate(scenario, rate, targets[side], Pools(scenario.seed), drain)
+        for side, (outcomes, elapsed) in pooled.items():
             row[side] = rate_report(scenario, rate, outcomes, elapsed)["groups"]["all"]
         rows.append(row)
     return rows
@@ -115,6 +125,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--kv-cache-gib", type=int, default=2, help="vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE)"
     )
     parser.add_argument("--drain", type=float, default=300.0, help="seconds to wait after the last arrival")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternations of the two sides at every rate, pooled per side (more: steadier percentiles)",
+    )
     return parser.parse_args(argv)
 
 
@@ -139,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         wait_ready(vllm_url, vllm, "/health", 600.0, OUT / "vllm.log")
         env = {"TTC_ENGINE": "remote", "TTC_ENGINE_URL": vllm_url}
         service_url, service = start_ready_service(OUT, env=env, timeout=600.0)
-        rows = asyncio.run(side_by_side(scenario, vllm_url, service_url, args.drain))
+        rows = asyncio.run(side_by_side(scenario, vllm_url, service_url, args.drain, args.rounds))
     finally:
         stop(service)
         stop(vllm)

@@ -67,7 +67,9 @@ class Tenant:
     async def reserve(self, call: CallShape, deadline: float | None) -> Reservation:
         admission = self.state.admission
         name = self.caller.name
-        sequences = await admission.acquire(name, call.samples, call.keep_samples, deadline)
+        sequences = await admission.acquire(
+            name, call.samples, call.keep_samples, deadline, continuing=call.continuing
+        )
         try:
             ticket = None
             samples, max_tokens = sequences, call.max_tokens

@@ -29,6 +29,7 @@ class _Waiter:
     key: str
     want: int
     exact: bool
+    continuing: bool
     order: int
     future: asyncio.Future[int] = field(repr=False)
 
@@ -68,26 +69,40 @@ class Admission:
         self.held[key] = self.held.get(key, 0) + count
         return count
 
-    async def acquire(self, key: str, want: int, exact: bool = False, deadline: float | None = None) -> int:
+    async def acquire(
+        self,
+        key: str,
+        want: int,
+        exact: bool = False,
+        deadline: float | None = None,
+        continuing: bool = False,
+    ) -> int:
         """Sequences granted to one call of `key` (between 1 and `want`; exactly `want` if `exact`).
-        Raises Overloaded at once when the queue is full, or when the call waited too long."""
+
+        A new request's first call is refused at once when the queue is full, and after `max_wait_seconds` of
+        waiting: past saturation, shedding it early keeps the admitted ones within their latency. A call of a
+        request that already runs (`continuing`) goes ahead of new ones and waits up to its own deadline,
+        since its request's work so far is sunk. Raises Overloaded when refused."""
         if not exact:
             want = min(want, self.capacity)
         if not self.waiting:
             granted = self._grantable(key, want, exact)
             if granted:
                 return self._take(key, granted)
-        if len(self.waiting) >= self.max_waiting:
+        if not continuing and self._new_waiting() >= self.max_waiting:
             raise Overloaded(
                 f"The engine is busy: {self.used} sequences in flight and {len(self.waiting)} calls waiting.",
                 "admission_queue_full",
                 retry_after=1.0,
             )
-        waiter = _Waiter(key, want, exact, next(self._order), asyncio.get_running_loop().create_future())
+        waiter = _Waiter(
+            key, want, exact, continuing, next(self._order), asyncio.get_running_loop().create_future()
+        )
         self.waiting.append(waiter)
         timeout = self.max_wait_seconds
         if deadline is not None:
-            timeout = min(timeout, max(deadline - time.monotonic(), 0.0))
+            remaining = max(deadline - time.monotonic(), 0.0)
+            timeout = remaining if continuing else min(timeout, remaining)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(waiter.future)
@@ -119,11 +134,18 @@ class Admission:
             self.held.pop(key, None)
         self._dispatch()
 
+    def _new_waiting(self) -> int:
+        return sum(not waiter.continuing for waiter in self.waiting)
+
+    def _priority(self, waiter: _Waiter) -> tuple[bool, int, int]:
+        """Running requests' calls first, then the key holding fewest sequences, then first come."""
+        return (not waiter.continuing, self.held.get(waiter.key, 0), waiter.order)
+
     def _dispatch(self) -> None:
         progressed = True
         while progressed and self.waiting and self.used < self.capacity:
             progressed = False
-            for waiter in sorted(self.waiting, key=lambda item: (self.held.get(item.key, 0), item.order)):
+            for waiter in sorted(self.waiting, key=self._priority):
                 granted = self._grantable(waiter.key, waiter.want, waiter.exact)
                 if granted:
                     self.waiting.remove(waiter)

@@ -55,6 +55,12 @@ class Spend:
     engine_restarts: int = 0
 
 
+def wrap_up_seconds(cap_seconds: float) -> float:
+    """The part of a seconds cap kept for stopping engine calls and answering (5%, at most 1 s): engine work
+    ends this much before the cap, so the request's measured seconds stay within it."""
+    return min(0.05 * cap_seconds, 1.0)
+
+
 def fit_call(
     samples: int,
     max_tokens: int,
@@ -92,13 +98,15 @@ def fit_call(
 
 @dataclass(frozen=True)
 class CallShape:
-    """One engine call as a `Reserver` sees it: its size, and its worst-case eFLOPs for any smaller size."""
+    """One engine call as a `Reserver` sees it: its size, its worst-case eFLOPs for any smaller size, and
+    whether its request already ran a call (admission serves those first: their work is sunk)."""
 
     prompt_tokens: int
     samples: int
     max_tokens: int
     keep_samples: bool
     worst_eflops: Callable[[int, int], float]
+    continuing: bool = False
 
     def fit(self, samples: int, tokens_left: int | None, eflops_left: float | None) -> tuple[int, int]:
         """The largest size of this call, at most `samples` wide, that fits what is left."""
@@ -144,7 +152,12 @@ class BudgetTracker:
         self.hardware = hardware
         self.count_weight_loading = count_weight_loading
         self.started = time.monotonic()
-        self.deadline = self.started + limits.seconds if limits.seconds is not None else None
+        # Engine work stops a little before the cap, so stopping it and the strategy's wrap-up fit inside it.
+        self.deadline = (
+            self.started + limits.seconds - wrap_up_seconds(limits.seconds)
+            if limits.seconds is not None
+            else None
+        )
         self.spend = Spend()
         self._reserved_tokens = 0
         self._reserved_eflops = 0.0
@@ -214,6 +227,7 @@ class BudgetTracker:
                 max_tokens,
                 keep_samples,
                 lambda width, length: self._worst_eflops(prompt_tokens, width, length),
+                continuing=self._granted_calls > 0,
             )
             try:
                 reservation = await self.reserver.reserve(call, self.deadline)

@@ -193,7 +193,14 @@ class Settings(BaseSettings):
         64, ge=0, description="Engine calls that may wait for sequences; past it a 429 at once."
     )
     admission_max_wait_seconds: float = Field(
-        30.0, gt=0, description="Longest an engine call waits to be admitted before it is a 429."
+        2.0,
+        gt=0,
+        description=(
+            "Longest a new request's first engine call waits to be admitted before it is a 429; calls of a "
+            "request already running go first and wait up to its deadline. Short, so that past saturation new "
+            "work is shed at once instead of queueing past every latency target (the interactive load run "
+            "kept 4% of its peak goodput at 2x capacity with 30 s, 78% with 2 s)."
+        ),
     )
     admission_key_share: float = Field(
         0.5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -73,5 +74,43 @@ def test_a_call_that_waits_too_long_is_a_429_and_leaves_nothing_behind() -> None
             await admission.acquire("b", 1)
         assert refused.value.code == "admission_wait_timeout"
         assert admission.waiting == [] and admission.held == {"a": 1}
+
+    asyncio.run(scenario())
+
+
+def test_a_running_requests_next_call_goes_first_and_waits_up_to_its_deadline() -> None:
+    """Past saturation, shed new requests early (a short wait, then 429) and finish the ones already running:
+    their next call goes ahead of new ones and may wait until its own deadline, since their work is sunk."""
+
+    async def scenario() -> None:
+        admission = Admission(capacity=1, max_waiting=1, max_wait_seconds=0.05, key_share=1.0)
+        await admission.acquire("a", 1)
+        fresh = asyncio.create_task(admission.acquire("b", 1))
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 5
+        running = asyncio.create_task(admission.acquire("c", 1, continuing=True, deadline=deadline))
+        await asyncio.sleep(0.2)  # past max_wait_seconds, and the queue is "full" for new calls
+        with pytest.raises(Overloaded):
+            await fresh
+        assert not running.done()
+        admission.release("a", 1)
+        assert await running == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_running_requests_call_is_served_before_new_ones() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=1, max_waiting=8, max_wait_seconds=5, key_share=1.0)
+        await admission.acquire("a", 1)
+        fresh = asyncio.create_task(admission.acquire("b", 1))
+        await asyncio.sleep(0)
+        running = asyncio.create_task(admission.acquire("c", 1, continuing=True))
+        await asyncio.sleep(0)
+        admission.release("a", 1)
+        await asyncio.sleep(0.01)
+        assert running.done() and not fresh.done()
+        admission.release("c", 1)
+        assert await fresh == 1
 
     asyncio.run(scenario())
