@@ -1,5 +1,6 @@
 """Chaos run for background jobs: jobs of mixed strategies over two replicas (one vLLM server behind both,
-remote engine), while each replica is SIGKILLed and restarted once and Redis is restarted once.
+remote engine), while each replica is SIGKILLed and restarted once and Redis is killed (or, with
+--redis-restart clean, stopped) and restarted once.
 
 Everything runs on this script's own processes: a redis-server with append-only persistence on a free port
 (its data in the results folder; the machine's shared Redis is never touched), one vLLM OpenAI server and two
@@ -120,6 +121,12 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=5.0, help="Replicas' shutdown grace period (s).")
     parser.add_argument("--timeout", type=float, default=1800.0, help="Give up waiting for jobs after (s).")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Logs, Redis data and the JSON result.")
+    parser.add_argument(
+        "--redis-restart",
+        choices=("kill", "clean"),
+        default="kill",
+        help="How Redis goes down mid-run: SIGKILL (a crash) or SIGTERM (a clean shutdown).",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, interrupt)
     run_dir = args.results / time.strftime("%Y%m%d-%H%M%S")
@@ -173,8 +180,8 @@ def main() -> None:
             replica.start()
             print(f"replica {replica.name} restarted", flush=True)
         time.sleep(3)
-        redis_down = own_redis.restart()
-        print(f"redis restarted ({redis_down:.2f} s down)", flush=True)
+        redis_down = own_redis.restart(hard=args.redis_restart == "kill")
+        print(f"redis {args.redis_restart}ed and restarted ({redis_down:.2f} s down)", flush=True)
         submitter.join()
 
         terminal = ("succeeded", "failed", "cancelled")
@@ -219,6 +226,14 @@ def main() -> None:
                     extra_runs["after a drain"] += 1
                 else:
                     extra_runs["duplicate"] += 1
+        # What the runs that did not finish the job spent or held reserved, as each last recorded it (the
+        # service reports it in the job's usage.per_attempt; the key's quota keeps it charged).
+        lost_runs = [
+            json.loads(value)
+            for job in jobs.values()
+            for name, value in job.items()
+            if name.startswith("spent_") and int(name.removeprefix("spent_")) < int(job.get("attempts", 0))
+        ]
         result = {
             "benchmark": "chaos",
             "jobs": args.jobs,
@@ -237,7 +252,11 @@ def main() -> None:
                 "max": round(max(takeovers), 2) if takeovers else None,
             },
             "visibility_timeout_seconds": args.visibility,
+            "redis_restart": args.redis_restart,
             "redis_restart_seconds": round(redis_down, 2),
+            "lost_runs_reported": len(lost_runs),
+            "lost_runs_completion_tokens": sum(int(run["completion_tokens"]) for run in lost_runs),
+            "lost_runs_reserved_tokens": sum(int(run["reserved_tokens"]) for run in lost_runs),
             "submit_retries": dict(submit_errors),
             "wall_seconds": round(wall, 1),
             "jobs_per_minute": round(statuses.get("succeeded", 0) / wall * 60, 1),

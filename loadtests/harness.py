@@ -114,10 +114,14 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def restart(self) -> float:
-        """A clean restart (SIGTERM: Redis fsyncs its append-only file and exits); returns seconds down."""
+    def restart(self, hard: bool = False) -> float:
+        """Restart; returns seconds down. Clean: SIGTERM (Redis fsyncs its append-only file and exits).
+        Hard: SIGKILL, as a crash or an OOM kill would (what was acknowledged is in the file already)."""
         began = time.monotonic()
-        self.stop()
+        if hard:
+            self.kill()
+        else:
+            self.stop()
         self.start()
         return time.monotonic() - began
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -23,9 +24,9 @@ from service.api.auth import Caller
 from service.api.errors import error_body
 from service.api.protocol import Job, new_id
 from service.api.state import ServiceState
-from service.api.tenancy import Tenant, tenant_named
+from service.api.tenancy import SpendMeter, Tenant, tenant_named
 from service.runtime.errors import Conflict, EngineUnavailable, NotFound, ServiceError, StorageUnavailable
-from service.store.jobs import TERMINAL, JobStore, fingerprint, idempotency_key
+from service.store.jobs import SPENT_PREFIX, TERMINAL, JobStore, fingerprint, idempotency_key
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,15 @@ def store_of(state: ServiceState) -> JobStore:
 def view(job: dict[str, Any]) -> Job:
     """The public job object from its stored record."""
     result = job.get("result")
-    usage: dict[str, Any] = {"attempts": int(job.get("attempts", 0))}
+    per_attempt = sorted(
+        (
+            {"attempt": int(name[len(SPENT_PREFIX) :]), **json.loads(value)}
+            for name, value in job.items()
+            if name.startswith(SPENT_PREFIX)
+        ),
+        key=lambda entry: int(entry["attempt"]),
+    )
+    usage: dict[str, Any] = {"attempts": int(job.get("attempts", 0)), "per_attempt": per_attempt}
     if isinstance(result, dict) and isinstance(result.get("usage"), dict):
         usage.update(result["usage"])
     finished = float(job["finished_at"]) if job.get("finished_at") else None
@@ -181,11 +190,19 @@ async def remember_answer(
 class Running:
     """One run this replica is executing."""
 
-    def __init__(self, entry_id: str, job_id: str, attempt: int, task: asyncio.Task[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        entry_id: str,
+        job_id: str,
+        attempt: int,
+        task: asyncio.Task[dict[str, Any]],
+        meter: SpendMeter,
+    ) -> None:
         self.entry_id = entry_id
         self.job_id = job_id
         self.attempt = attempt
         self.task = task
+        self.meter = meter
         self.handed_back = False
 
 
@@ -264,15 +281,16 @@ class JobRunner:
             job_id, "running", {"status": "running", "attempt": attempt, "worker": self.consumer}
         )
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        meter = SpendMeter()
 
         async def as_owner() -> dict[str, Any]:
             """Run as the job's owner, read when the run starts, so it is charged to that key's quota as in
             the foreground; a key revoked meanwhile fails the job like any other error of the run."""
-            tenant = await tenant_named(self.state, job["owner"])
+            tenant = await tenant_named(self.state, job["owner"], meter)
             return await handler(self.state, tenant, job["request"], events.put_nowait)
 
         task = asyncio.create_task(as_owner())
-        run = Running(entry_id, job_id, attempt, task)
+        run = Running(entry_id, job_id, attempt, task, meter)
         self.running[job_id] = run
         publisher = asyncio.create_task(self._publish(store, job_id, events))
         try:
@@ -312,6 +330,7 @@ class JobRunner:
         """Renew the claim, and cancel the run if the job was cancelled, until the run ends."""
         renew_every = self.settings.job_visibility_timeout_seconds / 3
         last_renewal = time.monotonic()
+        recorded = run.meter.snapshot()
         while not run.task.done():
             await asyncio.wait({run.task}, timeout=0.5)
             if run.task.done():
@@ -320,6 +339,9 @@ class JobRunner:
                 if time.monotonic() - last_renewal >= renew_every:
                     await store.heartbeat(self.consumer, run.entry_id)
                     last_renewal = time.monotonic()
+                if run.meter.snapshot() != recorded:
+                    recorded = run.meter.snapshot()
+                    await self._record_spend(store, run)
                 job = await store.get(run.job_id)
             except ServiceError as exc:
                 logger.warning("job %s: cannot renew or check: %r", run.job_id, exc)
@@ -329,11 +351,17 @@ class JobRunner:
                 with contextlib.suppress(BaseException):
                     await run.task
 
+    async def _record_spend(self, store: JobStore, run: Running) -> None:
+        """This run's spend so far into the job, so that it is reported even if this replica dies."""
+        fields = {f"{SPENT_PREFIX}{run.attempt}": json.dumps(run.meter.snapshot())}
+        await store.transition(run.job_id, ("running", "cancelled"), fields, run.attempt)
+
     async def _settle(self, store: JobStore, run: Running) -> None:
         """Record how the run ended: its result, its error, or nothing (cancelled or handed back)."""
         task = run.task
         if run.handed_back:
             return
+        await self._record_spend(store, run)
         if task.cancelled():
             await store.ack(run.entry_id)
             return
@@ -391,6 +419,7 @@ class JobRunner:
                 run.handed_back = True
                 run.task.cancel()
                 try:
+                    await self._record_spend(store, run)
                     await self._hand_back(store, run)
                 except ServiceError as exc:  # Redis away: the claim lapses and another replica takes it over
                     logger.warning("could not hand job %s back: %r", run.job_id, exc)

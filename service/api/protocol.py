@@ -837,10 +837,32 @@ class KeyOut(BaseModel):
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+class AttemptSpend(BaseModel):
+    attempt: int = Field(..., ge=1, description="Which run of the job (1 for the first).")
+    completion_tokens: int = Field(..., ge=0, description="Tokens its finished engine calls generated.")
+    eflops: float = Field(..., ge=0, description="Their eFLOPs.")
+    reserved_tokens: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Tokens its calls in flight held reserved (their worst case) when it last recorded; a run lost "
+            "with its replica stays charged these in the key's quota."
+        ),
+    )
+    reserved_eflops: float = Field(0.0, ge=0, description="The same in eFLOPs.")
+
+
 class JobUsage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     attempts: int = Field(..., description="Runs started (more than 1: a replica died or drained mid-run).")
+    per_attempt: list[AttemptSpend] = Field(
+        default_factory=list,
+        description=(
+            "What each run spent, as it last recorded it (within half a second of each engine call's start "
+            "and end): a run lost with its replica stays charged to the key's quota, and is reported here."
+        ),
+    )
 
 
 class Job(BaseModel):

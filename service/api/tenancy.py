@@ -28,6 +28,26 @@ EFLOPS_MARGIN = 1e-9  # fit eFLOPs a hair under what is left, so float rounding 
 
 
 @dataclass
+class SpendMeter:
+    """What a run's engine calls have spent so far, and what its calls in flight hold reserved at their worst
+    case (a background job records both, so a run lost with its replica is still reported: the quota keeps
+    its reservations charged)."""
+
+    completion_tokens: int = 0
+    eflops: float = 0.0
+    reserved_tokens: int = 0
+    reserved_eflops: float = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "completion_tokens": self.completion_tokens,
+            "eflops": self.eflops,
+            "reserved_tokens": self.reserved_tokens,
+            "reserved_eflops": self.reserved_eflops,
+        }
+
+
+@dataclass
 class Grant:
     """One call's reservation: admission sequences and (for a key) a ledger ticket."""
 
@@ -36,6 +56,7 @@ class Grant:
     max_tokens: int
     sequences: int
     ticket: Ticket | None
+    reserved_eflops: float = 0.0
     settled: bool = False
 
     async def settle(self, completion_tokens: int, eflops: float) -> None:
@@ -47,6 +68,11 @@ class Grant:
         metrics = tenant.state.metrics
         metrics.quota_spend.labels(tenant.caller.name, "tokens").inc(completion_tokens)
         metrics.quota_spend.labels(tenant.caller.name, "eflops").inc(eflops)
+        if tenant.meter is not None:
+            tenant.meter.completion_tokens += completion_tokens
+            tenant.meter.eflops += eflops
+            tenant.meter.reserved_tokens -= self.samples * self.max_tokens
+            tenant.meter.reserved_eflops -= self.reserved_eflops
         if self.ticket is not None and tenant.state.ledger is not None:
             await tenant.state.ledger.settle(self.ticket, completion_tokens, eflops)
 
@@ -57,6 +83,7 @@ class Tenant:
 
     caller: Caller
     state: ServiceState
+    meter: SpendMeter | None = None
 
     def ceiling(self) -> BudgetLimits | None:
         return self.caller.ceiling()
@@ -81,7 +108,11 @@ class Tenant:
             raise
         if samples < sequences:
             admission.release(name, sequences - samples)
-        return Grant(self, samples, max_tokens, samples, ticket)
+        reserved_eflops = call.worst_eflops(samples, max_tokens)
+        if self.meter is not None:
+            self.meter.reserved_tokens += samples * max_tokens
+            self.meter.reserved_eflops += reserved_eflops
+        return Grant(self, samples, max_tokens, samples, ticket, reserved_eflops)
 
     async def _quota(
         self, ledger: QuotaLedger, key: ApiKey, call: CallShape, width: int
@@ -165,10 +196,10 @@ def tenant_of(request: Request, state: ServiceState) -> Tenant:
     return Tenant(caller_of(request), state)
 
 
-async def tenant_named(state: ServiceState, owner: str) -> Tenant:
+async def tenant_named(state: ServiceState, owner: str, meter: SpendMeter | None = None) -> Tenant:
     """The tenant a background job runs as: its owner's key, read again when the run starts (a key revoked
     meanwhile fails the job with a 404), so the run is charged to that key's quota like a synchronous call."""
     if owner in (ANONYMOUS, BOOTSTRAP_ADMIN):
-        return Tenant(Caller(owner, "user"), state)  # callers without a key have no quota
+        return Tenant(Caller(owner, "user"), state, meter)  # callers without a key have no quota
     key = await key_store(state).get(owner)
-    return Tenant(Caller(key.name, key.scope, key), state)
+    return Tenant(Caller(key.name, key.scope, key), state, meter)

@@ -11,7 +11,8 @@ Redis layout (owner: this module; TTL: `job_ttl_seconds` unless said otherwise):
 
     ttc:jobs:queue                     stream   one entry {job: id} per run to do; group `ttc-workers`
                                                 (trimmed to ~100k entries; acknowledged entries carry no state)
-    ttc:job:<id>                       hash     the job: status, owner, kind, request, budget, result, ...
+    ttc:job:<id>                       hash     the job: status, owner, kind, request, budget, result, ...,
+                                                and spent_<attempt>: what each run spent, as it last recorded it
     ttc:job:<id>:events                stream   progress events (SSE ids are the entry ids), capped
     ttc:jobs:owner:<owner>             zset     job ids by creation time, for GET /v1/jobs
     ttc:idempotency:<owner>:<sha256>   string   {fingerprint, job | response}; TTL `idempotency_ttl_seconds`
@@ -37,6 +38,7 @@ GROUP = "ttc-workers"
 QUEUE_MAXLEN = 100_000
 EVENTS_MAXLEN = 2000
 TERMINAL = ("succeeded", "failed", "cancelled")
+SPENT_PREFIX = "spent_"  # job field per run: {completion_tokens, eflops} as that run last recorded it
 JSON_FIELDS = ("request", "budget", "result", "error", "usage")
 
 # Set fields only while the status is one of ARGV[1] (comma separated) and, when ARGV[2] is not empty, the run

@@ -88,6 +88,8 @@ def test_submit_disconnect_poll_and_get_the_synchronous_body(service_url: str) -
     assert set(done["result"]) == set(synchronous)  # the same body a synchronous call returns
     assert done["result"]["strategy"] == "best_of_n" and done["result"]["usage"]["completion_tokens"] > 0
     assert done["usage"]["attempts"] == 1 and done["usage"]["completion_tokens"] > 0
+    (run,) = done["usage"]["per_attempt"]  # the one run's own record matches the result's usage
+    assert run["completion_tokens"] == done["usage"]["completion_tokens"] and run["reserved_tokens"] == 0
     assert done["finished_at"] >= done["started_at"] >= done["created_at"]
     assert job["id"] in listed
 

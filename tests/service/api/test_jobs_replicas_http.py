@@ -134,6 +134,12 @@ def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, ow
         done = httpx.get(f"{survivor_url}/v1/jobs/{job['id']}", timeout=30).json()
     assert done["status"] == "succeeded", done
     assert done["usage"]["attempts"] == 2
+    # The lost run is reported with what it spent or held reserved (the quota keeps that charged); the run
+    # that finished reports its whole spend, nothing left reserved.
+    lost, finished = done["usage"]["per_attempt"]
+    assert lost["attempt"] == 1 and lost["completion_tokens"] + lost["reserved_tokens"] > 0, lost
+    assert finished["attempt"] == 2 and finished["reserved_tokens"] == 0, finished
+    assert finished["completion_tokens"] == done["usage"]["completion_tokens"], done["usage"]
     takeover = done["started_at"] - killed_at
     # The claim is renewed every third of the visibility timeout, so it lapses 2/3 V to V after the kill.
     assert VISIBILITY * 2 / 3 - 0.5 <= takeover <= VISIBILITY + 10, takeover

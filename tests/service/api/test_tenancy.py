@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from service.api.auth import Caller
 from service.api.state import ServiceState
-from service.api.tenancy import Tenant
+from service.api.tenancy import SpendMeter, Tenant
 from service.runtime.budget import CallShape
 from service.runtime.errors import QuotaExceeded
 from service.runtime.settings import Settings
@@ -63,5 +63,28 @@ def test_concurrent_calls_spend_exactly_the_quota_and_not_one_token_more() -> No
             async for name in redis.scan_iter(match=f"{namespace}:*"):
                 await redis.delete(name)
             await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_meter_holds_what_a_run_spent_and_what_its_calls_in_flight_hold_reserved() -> None:
+    """A background job's run records this, so a run lost with its replica is still reported."""
+
+    async def scenario() -> None:
+        meter = SpendMeter()
+        tenant = Tenant(Caller("anonymous", "user"), ServiceState(Settings()), meter)
+        first = await tenant.reserve(call(2, 10), None)
+        second = await tenant.reserve(call(1, 5), None)
+        assert meter.reserved_tokens == 25 and meter.reserved_eflops == 2 * 20 + 15
+        await first.settle(12, 3.0)
+        assert meter.snapshot() == {
+            "completion_tokens": 12,
+            "eflops": 3.0,
+            "reserved_tokens": 5,
+            "reserved_eflops": 15.0,
+        }
+        await second.settle(5, 1.0)
+        await second.settle(5, 1.0)  # settling twice counts once
+        assert (meter.completion_tokens, meter.reserved_tokens, meter.reserved_eflops) == (17, 0, 0.0)
 
     asyncio.run(scenario())
