@@ -69,6 +69,9 @@ class PreparedCall:
     echo: str
     ttc: TTCOptions | None
     tools: ToolUse | None = None
+    sampling_given: frozenset[str] = (
+        frozenset()
+    )  # what the client set; a ttc strategy's defaults fill the rest
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,22 @@ def _spec(
     )
 
 
+# OpenAI request field -> the SamplingSpec field a strategy may have its own default for
+_SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+}
+
+
+def sampling_given(body: ChatCompletionRequest | CompletionRequest) -> frozenset[str]:
+    """The sampling fields the client set, named as in SamplingSpec."""
+    return frozenset(_SAMPLING_FIELDS[name] for name in body.model_fields_set if name in _SAMPLING_FIELDS)
+
+
 def prepare_chat(body: ChatCompletionRequest, engine: Engine, tool_parser: str | None = None) -> PreparedCall:
     _check_model(body.model, engine)
     _check_greedy(body.n, body.temperature, body.ttc)
@@ -246,6 +265,7 @@ def prepare_chat(body: ChatCompletionRequest, engine: Engine, tool_parser: str |
         "",
         body.ttc,
         tools,
+        sampling_given(body),
     )
 
 
@@ -269,6 +289,7 @@ def prepare_text(body: CompletionRequest, engine: Engine) -> PreparedCall:
         body.logprobs or 0,
         prompt if body.echo else "",
         body.ttc,
+        sampling_given=sampling_given(body),
     )
 
 
@@ -436,7 +457,16 @@ def ttc_response(call: PreparedCall, solved: Solved) -> dict[str, Any]:
 async def _solve(call: PreparedCall, state: ServiceState, tenant: Tenant, progress: Any = None) -> Solved:
     assert call.ttc is not None
     sampling = dataclasses.replace(call.spec, n=1, logprobs=None)
-    return await solve(state, call.ttc, call.prompt, call.question, sampling, progress, tenant)
+    return await solve(
+        state,
+        call.ttc,
+        call.prompt,
+        call.question,
+        sampling,
+        progress,
+        tenant,
+        sampling_given=call.sampling_given,
+    )
 
 
 async def _plain(call: PreparedCall, state: ServiceState, tenant: Tenant) -> Generation:

@@ -113,6 +113,29 @@ def test_rag_in_openai_ttc_with_a_context_budget(client: httpx.Client, corpus: s
     assert {"k", "demos", "iterations"} <= set(allocation)
 
 
+def test_openai_ttc_takes_the_strategys_sampling_defaults_like_solve(
+    client: httpx.Client, corpus: str
+) -> None:
+    """A chat completion naming a RAG strategy and no sampling gets the same greedy short-answer defaults as
+    /v1/solve (not OpenAI's temperature 1 and a long limit), so both answer alike."""
+    question = WORLD.questions[1].question
+    rag = {"corpus": corpus, "k": 3, "demos": 1}
+    via_solve = client.post(
+        "/v1/solve", json={"prompt": question, "strategy": "drag", "rag": rag, "answer": {"type": "text"}}
+    )
+    assert via_solve.status_code == 200, via_solve.text
+    chat = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": question}],
+            "ttc": {"strategy": "drag", "rag": rag, "answer": {"type": "text"}},
+        },
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"] == via_solve.json()["text"]
+    assert chat.json()["usage"]["completion_tokens"] <= 32
+
+
 def test_auto_with_a_corpus_lets_the_rag_allocation_model_choose(client: httpx.Client, corpus: str) -> None:
     question = WORLD.questions[0]
     result = solve(client, question.question, rag={"corpus": corpus}, budget={"context_tokens": 1500})

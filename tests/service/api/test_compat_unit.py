@@ -101,3 +101,16 @@ def test_openapi_documents_real_errors_and_no_422() -> None:
     assert "text/event-stream" in chat
     solve = document["components"]["schemas"]["SolveRequest"]
     assert solve["oneOf"] == [{"required": ["messages"]}, {"required": ["prompt"]}]
+
+
+def test_a_chat_requests_sampling_fields_it_set_are_known_to_the_solver() -> None:
+    """The strategy's own sampling defaults fill what the client left unset (issue 12), on the OpenAI path too."""
+    from service.api.openai_serving import sampling_given
+
+    assert sampling_given(ChatCompletionRequest.model_validate({"messages": MESSAGES})) == frozenset()
+    body = ChatCompletionRequest.model_validate(
+        {"messages": MESSAGES, "temperature": 0.5, "max_completion_tokens": 9, "stop": ["x"], "seed": 1}
+    )
+    assert sampling_given(body) == {"temperature", "max_tokens", "stop", "seed"}
+    text = CompletionRequest.model_validate({"prompt": "hi", "max_tokens": 5, "top_p": 0.9})
+    assert sampling_given(text) == {"max_tokens", "top_p"}
