@@ -26,6 +26,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,14 @@ def budget_fraction(report: dict[str, Any]) -> float | None:
     return max(fractions) if fractions else None
 
 
+def rejection_code(body: str) -> str:
+    """A 429's error code (admission_queue_full, admission_wait_timeout, a quota's name, ...)."""
+    try:
+        return str(json.loads(body)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return body[:100]
+
+
 async def send_solve(
     session: aiohttp.ClientSession,
     base: str,
@@ -171,7 +180,7 @@ async def send_solve(
             text = await response.text()
             elapsed = time.perf_counter() - started
             if response.status == 429:
-                return Outcome(entry.name, 0.0, "rejected", e2e=elapsed, error=text[:300])
+                return Outcome(entry.name, 0.0, "rejected", e2e=elapsed, error=rejection_code(text))
             if response.status != 200:
                 return Outcome(entry.name, 0.0, "error", e2e=elapsed, error=f"{response.status} {text[:300]}")
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -338,6 +347,7 @@ def summarize(outcomes: list[Outcome], scenario: Scenario, window: float) -> dic
         "eflops_per_request": sum(eflops) / len(eflops) if eflops else None,
         "max_budget_fraction": max(fractions) if fractions else None,
         "error_samples": sorted({o.error for o in outcomes if o.status == "error"})[:3],
+        "rejections": dict(Counter(o.error or "unknown" for o in outcomes if o.status == "rejected")),
     }
 
 

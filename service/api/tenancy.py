@@ -84,6 +84,7 @@ class Tenant:
     caller: Caller
     state: ServiceState
     meter: SpendMeter | None = None
+    patient: bool = False  # a background job's: its calls wait for the engine up to their deadline, never 429
 
     def ceiling(self) -> BudgetLimits | None:
         return self.caller.ceiling()
@@ -95,7 +96,7 @@ class Tenant:
         admission = self.state.admission
         name = self.caller.name
         sequences = await admission.acquire(
-            name, call.samples, call.keep_samples, deadline, continuing=call.continuing
+            name, call.samples, call.keep_samples, deadline, continuing=call.continuing, patient=self.patient
         )
         try:
             ticket = None
@@ -198,8 +199,9 @@ def tenant_of(request: Request, state: ServiceState) -> Tenant:
 
 async def tenant_named(state: ServiceState, owner: str, meter: SpendMeter | None = None) -> Tenant:
     """The tenant a background job runs as: its owner's key, read again when the run starts (a key revoked
-    meanwhile fails the job with a 404), so the run is charged to that key's quota like a synchronous call."""
+    meanwhile fails the job with a 404), so the run is charged to that key's quota like a synchronous call.
+    Patient: past saturation its calls wait for the engine (behind interactive ones) instead of failing."""
     if owner in (ANONYMOUS, BOOTSTRAP_ADMIN):
-        return Tenant(Caller(owner, "user"), state, meter)  # callers without a key have no quota
+        return Tenant(Caller(owner, "user"), state, meter, patient=True)  # no key: no quota
     key = await key_store(state).get(owner)
-    return Tenant(Caller(key.name, key.scope, key), state, meter)
+    return Tenant(Caller(key.name, key.scope, key), state, meter, patient=True)

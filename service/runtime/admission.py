@@ -30,6 +30,7 @@ class _Waiter:
     want: int
     exact: bool
     continuing: bool
+    patient: bool
     order: int
     future: asyncio.Future[int] = field(repr=False)
 
@@ -76,33 +77,43 @@ class Admission:
         exact: bool = False,
         deadline: float | None = None,
         continuing: bool = False,
+        patient: bool = False,
     ) -> int:
         """Sequences granted to one call of `key` (between 1 and `want`; exactly `want` if `exact`).
 
         A new request's first call is refused at once when the queue is full, and after `max_wait_seconds` of
         waiting: past saturation, shedding it early keeps the admitted ones within their latency. A call of a
         request that already runs (`continuing`) goes ahead of new ones and waits up to its own deadline,
-        since its request's work so far is sunk. Raises Overloaded when refused."""
+        since its request's work so far is sunk. A `patient` call (a background job: nobody waits on it) is
+        never refused for the queue and waits up to its deadline too, behind the others. Raises Overloaded when
+        refused."""
         if not exact:
             want = min(want, self.capacity)
         if not self.waiting:
             granted = self._grantable(key, want, exact)
             if granted:
                 return self._take(key, granted)
-        if not continuing and self._new_waiting() >= self.max_waiting:
+        waits_to_deadline = continuing or patient
+        if not waits_to_deadline and self._new_waiting() >= self.max_waiting:
             raise Overloaded(
                 f"The engine is busy: {self.used} sequences in flight and {len(self.waiting)} calls waiting.",
                 "admission_queue_full",
                 retry_after=1.0,
             )
         waiter = _Waiter(
-            key, want, exact, continuing, next(self._order), asyncio.get_running_loop().create_future()
+            key,
+            want,
+            exact,
+            continuing,
+            patient,
+            next(self._order),
+            asyncio.get_running_loop().create_future(),
         )
         self.waiting.append(waiter)
         timeout = self.max_wait_seconds
         if deadline is not None:
             remaining = max(deadline - time.monotonic(), 0.0)
-            timeout = remaining if continuing else min(timeout, remaining)
+            timeout = remaining if waits_to_deadline else min(timeout, remaining)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(waiter.future)
@@ -135,11 +146,12 @@ class Admission:
         self._dispatch()
 
     def _new_waiting(self) -> int:
-        return sum(not waiter.continuing for waiter in self.waiting)
+        return sum(not (waiter.continuing or waiter.patient) for waiter in self.waiting)
 
-    def _priority(self, waiter: _Waiter) -> tuple[bool, int, int]:
-        """Running requests' calls first, then the key holding fewest sequences, then first come."""
-        return (not waiter.continuing, self.held.get(waiter.key, 0), waiter.order)
+    def _priority(self, waiter: _Waiter) -> tuple[bool, bool, int, int]:
+        """Running requests' calls first, patient (background) calls last, then the key holding fewest
+        sequences, then first come."""
+        return (not waiter.continuing, waiter.patient, self.held.get(waiter.key, 0), waiter.order)
 
     def _dispatch(self) -> None:
         progressed = True

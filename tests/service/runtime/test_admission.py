@@ -114,3 +114,23 @@ def test_a_running_requests_call_is_served_before_new_ones() -> None:
         assert await fresh == 1
 
     asyncio.run(scenario())
+
+
+def test_a_background_call_waits_behind_the_others_and_is_never_refused_for_the_queue() -> None:
+    async def scenario() -> None:
+        admission = Admission(capacity=1, max_waiting=1, max_wait_seconds=0.05, key_share=1.0)
+        await admission.acquire("a", 1)
+        deadline = time.monotonic() + 5
+        background = asyncio.create_task(admission.acquire("job", 1, deadline=deadline, patient=True))
+        await asyncio.sleep(0)
+        fresh = asyncio.create_task(admission.acquire("b", 1))  # the queue of new calls has room for one
+        await asyncio.sleep(0)
+        admission.release("a", 1)
+        await asyncio.sleep(0.01)
+        assert fresh.done() and not background.done()  # interactive first
+        await asyncio.sleep(0.2)  # far past max_wait_seconds: a background call still waits
+        assert not background.done()
+        admission.release("b", 1)
+        assert await background == 1
+
+    asyncio.run(scenario())
