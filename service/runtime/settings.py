@@ -187,7 +187,13 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds cap of every request that names none (a request always has one)."
     )
     admission_max_sequences: int = Field(
-        128, ge=1, description="Engine sequences in flight at once on this replica; more wait in the queue."
+        64,
+        ge=1,
+        description=(
+            "Engine sequences in flight at once on this replica; more wait in the queue. 64 measured best on the "
+            "2-core CPU engine (python -m loadtests.admission_sweep); on a GPU raise it towards vLLM's "
+            "max_num_seqs (256)."
+        ),
     )
     admission_max_waiting: int = Field(
         64, ge=0, description="Engine calls that may wait for sequences; past it a 429 at once."
