@@ -42,6 +42,33 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Goodput and 429s against offered rate, one line per setting."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, (goodput, rejected) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        label = f"{row['capacity']} sequences, wait {row['wait_seconds']:g} s"
+        rates = [float(rate) for rate in row["goodput"]]
+        goodput.plot(rates, list(row["goodput"].values()), marker="o", label=label)
+        rejected.plot(rates, list(row["rejected_429"].values()), marker="o", label=label)
+    goodput.set(xlabel="offered rate (requests/s)", ylabel="requests/s within SLO", title="Goodput")
+    rejected.set(xlabel="offered rate (requests/s)", ylabel="429s", title="Shed at the front door")
+    for axes in (goodput, rejected):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle("interactive load: admission settings side by side")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     rows = []
@@ -80,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "best": {"capacity": best["capacity"], "wait_seconds": best["wait_seconds"]},
     }
+    picture = plot(rows, OUT / "admission_sweep.png")
+    final["plot"] = str(picture) if picture else None
     print_result(final, OUT / "result.json")
     return final
 
