@@ -82,7 +82,8 @@ class Admission:
         """Sequences granted to one call of `key` (between 1 and `want`; exactly `want` if `exact`).
 
         A new request's first call is refused at once when the queue is full, and after `max_wait_seconds` of
-        waiting: past saturation, shedding it early keeps the admitted ones within their latency. A call of a
+        waiting while the engine is full: past saturation, shedding it early keeps the admitted ones within their
+        latency (a call that waits only for its own key's share, the engine having room, waits on). A call of a
         request that already runs (`continuing`) goes ahead of new ones and waits up to its own deadline,
         since its request's work so far is sunk. A `patient` call (a background job: nobody waits on it) is
         never refused for the queue and waits up to its deadline too, behind the others. Raises Overloaded when
@@ -110,24 +111,31 @@ class Admission:
             asyncio.get_running_loop().create_future(),
         )
         self.waiting.append(waiter)
-        timeout = self.max_wait_seconds
-        if deadline is not None:
-            remaining = max(deadline - time.monotonic(), 0.0)
-            timeout = remaining if waits_to_deadline else min(timeout, remaining)
+        started = time.monotonic()
+        last_chance = started + (self.max_wait_seconds if deadline is None else max(deadline - started, 0.0))
+        shed_at = last_chance if waits_to_deadline else min(started + self.max_wait_seconds, last_chance)
         try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter.future)
+            while True:
+                try:
+                    async with asyncio.timeout(max(shed_at - time.monotonic(), 0.0)):
+                        return await asyncio.shield(waiter.future)
+                except TimeoutError:
+                    if waiter.future.done():  # granted at the very moment it gave up
+                        return waiter.future.result()
+                    if self.used >= self.capacity or time.monotonic() >= last_chance:
+                        raise
+                    # The engine has room: the call waits only for its own key's share to free up, which is
+                    # fairness, not overload, so it is not shed; it waits on, up to its deadline.
+                    shed_at = min(time.monotonic() + self.max_wait_seconds, last_chance)
         except BaseException as exc:
             if waiter in self.waiting:
                 self.waiting.remove(waiter)
                 self._dispatch()  # one key fewer may widen the others' share
-            elif waiter.future.done():  # granted at the very moment it gave up
-                if isinstance(exc, TimeoutError):
-                    return waiter.future.result()
+            elif waiter.future.done():  # granted at the very moment it was cancelled
                 self.release(key, waiter.future.result())
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
-                    f"The engine stayed busy for {timeout:.1f} s; this call was not admitted.",
+                    f"The engine stayed busy for {time.monotonic() - started:.1f} s; this call was not admitted.",
                     "admission_wait_timeout",
                     retry_after=1.0,
                 ) from None

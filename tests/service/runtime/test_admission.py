@@ -134,3 +134,20 @@ def test_a_background_call_waits_behind_the_others_and_is_never_refused_for_the_
         assert await background == 1
 
     asyncio.run(scenario())
+
+
+def test_a_call_waiting_only_for_its_own_keys_share_is_not_shed() -> None:
+    """One caller whose wide calls fill its share while the engine has room is not overloading anything: its
+    next call waits for its own calls to end (up to its deadline) instead of a 429 after the short wait."""
+
+    async def scenario() -> None:
+        admission = Admission(capacity=4, max_waiting=8, max_wait_seconds=0.05, key_share=0.5)
+        assert await admission.acquire("a", 8) == 2  # its share, the engine half empty
+        deadline = time.monotonic() + 5
+        more = asyncio.create_task(admission.acquire("a", 8, deadline=deadline))
+        await asyncio.sleep(0.2)
+        assert not more.done()
+        admission.release("a", 2)
+        assert await more == 2
+
+    asyncio.run(scenario())
