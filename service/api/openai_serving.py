@@ -69,9 +69,8 @@ class PreparedCall:
     echo: str
     ttc: TTCOptions | None
     tools: ToolUse | None = None
-    sampling_given: frozenset[str] = (
-        frozenset()
-    )  # what the client set; a ttc strategy's defaults fill the rest
+    # the sampling fields the client set; a ttc strategy's own defaults fill the rest
+    sampling_given: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
