@@ -17,11 +17,13 @@ from typing import Protocol
 
 from service.runtime.cost import Hardware, ModelShape, generation_eflops, worst_case_eflops
 from service.runtime.engine import (
+    STOPPED,
     Delta,
     Engine,
     Generation,
     Prompt,
     SamplingSpec,
+    StopRule,
     StreamState,
     count_prompt_tokens,
     generate,
@@ -53,6 +55,7 @@ class Spend:
     peak_kv_tokens: int = 0
     seconds: float = 0.0
     engine_restarts: int = 0
+    engine_requests_stopped: int = 0  # calls the strategy aborted in the engine mid-way (DeepConf)
 
 
 def fit_call(
@@ -235,9 +238,11 @@ class BudgetTracker:
         purpose: str = "sample",
         prompt_tokens: int | None = None,
         keep_samples: bool = False,
+        stop: StopRule | None = None,
     ) -> Generation:
         """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for.
-        With a reserver, the call's worst case is reserved there too and the unspent part given back."""
+        With a reserver, the call's worst case is reserved there too and the unspent part given back.
+        `stop` may abort the call mid-way (see `engine.generate`); what it generated until then is charged."""
         if prompt_tokens is None:
             prompt_tokens = count_prompt_tokens(engine, prompt)
         spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples)
@@ -248,8 +253,10 @@ class BudgetTracker:
         self._reserved_context += prompt_tokens
         spent_tokens, spent_eflops = 0, 0.0
         try:
-            generation = await generate(engine, prompt, spec, self.deadline)
+            generation = await generate(engine, prompt, spec, self.deadline, stop)
             spent_tokens, spent_eflops = generation.completion_tokens, self.charge(generation, purpose)
+            if any(sample.finish_reason == STOPPED for sample in generation.samples):
+                self.spend.engine_requests_stopped += 1
         finally:
             self._reserved_tokens -= samples * max_tokens
             self._reserved_eflops -= reserved_eflops

@@ -33,7 +33,7 @@ import httpx
 
 from service.runtime.affinity import current_affinity
 from service.runtime.cost import ModelShape
-from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob, closing
 from service.runtime.engine_vllm import ChatTokenizer
 from service.runtime.errors import EngineLost, EngineUnavailable, InvalidRequest
 from service.runtime.settings import Settings
@@ -184,9 +184,11 @@ class RemoteEngine(ChatTokenizer):
                 await asyncio.sleep(min(0.5 * 2 ** (attempt - len(self._engines)), 4.0))
             produced = False
             try:
-                async for delta in self._stream_one(engine, body, headers, state):
-                    produced = True
-                    yield delta
+                # aclosing: a consumer that stops reading closes the HTTP stream now, which aborts the request
+                async with closing(self._stream_one(engine, body, headers, state)) as deltas:
+                    async for delta in deltas:
+                        produced = True
+                        yield delta
                 return
             except _Failed as exc:
                 failure = exc

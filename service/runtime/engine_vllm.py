@@ -6,6 +6,7 @@ the samples of a prompt share every whole block of their common prefix.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -134,18 +135,21 @@ class InProcessEngine(ChatTokenizer):
         state.prompt_tokens = len(token_ids)
         request_id = f"ttc-{next(self._ids)}"
         try:
-            async for output in self._llm.generate(engine_input, params, request_id=request_id):
-                state.cached_prompt_tokens = output.num_cached_tokens or 0
-                for completion in output.outputs:
-                    if not completion.token_ids and completion.finish_reason is None:
-                        continue
-                    yield Delta(
-                        index=completion.index,
-                        text=completion.text,
-                        token_ids=tuple(completion.token_ids),
-                        finish_reason=completion.finish_reason,
-                        logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
-                    )
+            # aclosing: a consumer that stops reading aborts the request in the engine right away
+            outputs = self._llm.generate(engine_input, params, request_id=request_id)
+            async with contextlib.aclosing(outputs):
+                async for output in outputs:
+                    state.cached_prompt_tokens = output.num_cached_tokens or 0
+                    for completion in output.outputs:
+                        if not completion.token_ids and completion.finish_reason is None:
+                            continue
+                        yield Delta(
+                            index=completion.index,
+                            text=completion.text,
+                            token_ids=tuple(completion.token_ids),
+                            finish_reason=completion.finish_reason,
+                            logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
+                        )
         except (VLLMClientError, ValueError) as exc:  # e.g. a token id out of range, a bad grammar
             raise InvalidRequest(f"The engine refused the request: {exc}") from exc
         except (EngineDeadError, EngineGenerateError) as exc:
