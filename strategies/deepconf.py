@@ -6,7 +6,7 @@ Offline: draw N traces to the end with their top-k logprobs, keep the top eta% b
 Online: a few warm-up traces set a threshold (the (100 - eta)th percentile of their lowest group confidence).
 Every further trace is its own engine call, streamed with logprobs; the moment one of its sliding windows falls
 below the threshold the call is aborted in the engine (the tokens it wrote are charged like any others) and the
-trace does not vote. Sampling stops once the leading answer holds `consensus` of the confidence-weighted vote, or
+trace does not vote. The warm-up traces and every trace that ran to its end vote, weighted by confidence. Sampling stops once the leading answer holds `consensus` of the confidence-weighted vote, or
 when N traces are drawn or the budget ends. Traces run `round_size` at a time, so the engine still batches them.
 """
 
@@ -52,9 +52,9 @@ class DeepConfParams(BaseModel):
         le=1024,
         description=f"Most traces to draw; default: as many as the budget pays for ({DEFAULT_TRACES} without one).",
     )
-    warmup: int = Field(4, ge=1, le=256, description="Online: traces drawn to the end to set the threshold.")
+    warmup: int = Field(3, ge=1, le=256, description="Online: traces drawn to the end to set the threshold.")
     keep_percent: float = Field(
-        90.0,
+        10.0,
         gt=0,
         le=100,
         description="eta: the top eta% of traces by confidence survive (offline), or the percentile of the "
@@ -74,7 +74,7 @@ class DeepConfParams(BaseModel):
         "weighted", description="Among the surviving traces: confidence-weighted vote, or plain counts."
     )
     consensus: float = Field(
-        0.95,
+        0.8,
         gt=0.5,
         le=1.0,
         description="Online: stop sampling once the leader holds this share of the vote.",
@@ -129,8 +129,16 @@ class Run:
     threshold: float | None = None
     stopped_because: str = "n"
 
-    def spec(self, n: int) -> SamplingSpec:
-        return dataclasses.replace(self.task.sampling, n=n, logprobs=self.params.top_logprobs)
+    def spec(self, n: int, first: int) -> SamplingSpec:
+        """The request's sampling with logprobs; a seeded request seeds each call by its first trace's index,
+        so one-trace calls do not all draw the same trace."""
+        seed = self.task.sampling.seed
+        return dataclasses.replace(
+            self.task.sampling,
+            n=n,
+            logprobs=self.params.top_logprobs,
+            seed=None if seed is None else seed + first,
+        )
 
     def trace(self, sample: Sample, phase: Literal["warmup", "online", "offline"]) -> Trace:
         confidences = sample_confidences(sample, self.params.top_logprobs)
@@ -159,15 +167,16 @@ def weigh(run: Run, trace: Trace, passes: bool) -> None:
 
 
 def tally(run: Run, traces: list[Trace]) -> dict[str, float]:
-    """Online: who votes (at or above the threshold in lowest group confidence), and the weighted vote."""
+    """Online, as in the paper's algorithm: every warm-up trace votes, and every later trace that was not
+    stopped (it never fell below the threshold); each weighted by its confidence."""
     for trace in traces:
-        weigh(run, trace, run.threshold is None or trace.confidence.lowest_group >= run.threshold)
+        weigh(run, trace, True)
     return weighted_votes([t.answer for t in traces if t.voted], [t.weight for t in traces if t.voted])
 
 
 async def draw(run: Run, count: int, phase: Literal["warmup", "offline"]) -> list[Trace]:
     """`count` traces in one engine call, each to its end."""
-    generation = await run.budget.generate(run.engine, run.task.prompt, run.spec(count))
+    generation = await run.budget.generate(run.engine, run.task.prompt, run.spec(count, len(run.traces)))
     traces = []
     for sample in generation.samples:
         traces.append(run.trace(sample, phase))
@@ -175,9 +184,10 @@ async def draw(run: Run, count: int, phase: Literal["warmup", "offline"]) -> lis
     return traces
 
 
-async def draw_watched(run: Run, threshold: float) -> Trace | None:
+async def draw_watched(run: Run, threshold: float, index: int, round_size: int) -> Trace | None:
     """One online trace, stopped in the engine when a full window's confidence falls below `threshold`;
-    None if the budget cannot pay for it."""
+    None if the budget cannot pay for it. The `round_size` traces of a round run together in the engine's
+    batch, like the samples of one call, and are charged so (their weight reads shared)."""
     monitor = WindowMonitor(run.params.window, threshold)
     seen = 0
 
@@ -193,7 +203,9 @@ async def draw_watched(run: Run, threshold: float) -> Trace | None:
         return stop
 
     try:
-        generation = await run.budget.generate(run.engine, run.task.prompt, run.spec(1), stop=weak)
+        generation = await run.budget.generate(
+            run.engine, run.task.prompt, run.spec(1, index), stop=weak, weight_share=round_size
+        )
     except BudgetExhausted:
         return None
     trace = run.trace(generation.samples[0], "online")
@@ -219,8 +231,9 @@ async def online(run: Run, target: int) -> None:
             run.stopped_because = "deadline"
             return
         threshold = run.threshold
+        size = min(params.round_size, left)
         drawn = await gather_or_cancel(
-            *(draw_watched(run, threshold) for _ in range(min(params.round_size, left)))
+            *(draw_watched(run, threshold, len(run.traces) + i, size) for i in range(size))
         )
         if all(trace is None for trace in drawn):
             run.stopped_because = "budget"

@@ -239,10 +239,14 @@ class BudgetTracker:
         prompt_tokens: int | None = None,
         keep_samples: bool = False,
         stop: StopRule | None = None,
+        weight_share: int = 1,
     ) -> Generation:
         """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for.
         With a reserver, the call's worst case is reserved there too and the unspent part given back.
-        `stop` may abort the call mid-way (see `engine.generate`); what it generated until then is charged."""
+        `stop` may abort the call mid-way (see `engine.generate`); what it generated until then is charged.
+        `weight_share`: the call is one of that many one-sample calls of this request started together, which
+        the engine batches like one call's samples; each is charged its share of the weight reads (the
+        reservation still holds its whole worst case, so the caps stay safe)."""
         if prompt_tokens is None:
             prompt_tokens = count_prompt_tokens(engine, prompt)
         spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples)
@@ -254,7 +258,10 @@ class BudgetTracker:
         spent_tokens, spent_eflops = 0, 0.0
         try:
             generation = await generate(engine, prompt, spec, self.deadline, stop)
-            spent_tokens, spent_eflops = generation.completion_tokens, self.charge(generation, purpose)
+            spent_tokens, spent_eflops = (
+                generation.completion_tokens,
+                self.charge(generation, purpose, weight_share),
+            )
             if any(sample.finish_reason == STOPPED for sample in generation.samples):
                 self.spend.engine_requests_stopped += 1
         finally:
@@ -286,7 +293,7 @@ class BudgetTracker:
             if reservation is not None:
                 await asyncio.shield(reservation.settle(sum(len(ids) for ids in samples), spent_eflops))
 
-    def charge(self, generation: Generation, purpose: str = "sample") -> float:
+    def charge(self, generation: Generation, purpose: str = "sample", weight_share: int = 1) -> float:
         """Add one finished call to the spend; returns its eFLOPs."""
         return self._charge_counts(
             generation.prompt_tokens,
@@ -294,6 +301,7 @@ class BudgetTracker:
             [sample.tokens for sample in generation.samples],
             purpose,
             generation.restarts,
+            weight_share,
         )
 
     def _charge_counts(
@@ -303,6 +311,7 @@ class BudgetTracker:
         sample_tokens: list[int],
         purpose: str,
         restarts: int = 0,
+        weight_share: int = 1,
     ) -> float:
         spend = self.spend
         spend.prompt_tokens += prompt_tokens
@@ -320,6 +329,7 @@ class BudgetTracker:
             cached_prompt_tokens,
             sample_tokens,
             self.count_weight_loading,
+            weight_share,
         )
         spend.eflops += eflops
         self.observe_kv(prompt_tokens + sum(sample_tokens))

@@ -58,7 +58,9 @@ def test_group_lowest_bottom_tail_and_mean() -> None:
     assert tail_confidence(CONFIDENCES, 99) == pytest.approx(1.64)
     assert mean_confidence(CONFIDENCES) == pytest.approx(1.64)
     trace = TraceConfidence.of(CONFIDENCES, window=2, tail=2)
-    assert (trace.lowest_group, trace.bottom10, trace.tail, trace.mean) == pytest.approx((1.1, 1.1, 2.0, 1.64))
+    assert (trace.lowest_group, trace.bottom10, trace.tail, trace.mean) == pytest.approx(
+        (1.1, 1.1, 2.0, 1.64)
+    )
     assert trace.get("tail") == pytest.approx(2.0)
 
 

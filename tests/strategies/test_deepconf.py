@@ -59,7 +59,13 @@ class ConfidenceEngine:
 
     async def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]:
         state.prompt_tokens = 5
-        call: dict[str, Any] = {"n": spec.n, "logprobs": spec.logprobs, "produced": 0, "aborted": False}
+        call: dict[str, Any] = {
+            "n": spec.n,
+            "logprobs": spec.logprobs,
+            "seed": spec.seed,
+            "produced": 0,
+            "aborted": False,
+        }
         self.calls.append(call)
         scripts = [self.scripts.pop(0) for _ in range(spec.n)]
         try:
@@ -99,7 +105,7 @@ def task(params: dict[str, Any], max_tokens: int = 64, budget_given: bool = Fals
         prompt="q",
         question="q",
         params=params,
-        sampling=SamplingSpec(max_tokens=max_tokens),
+        sampling=SamplingSpec(max_tokens=max_tokens, seed=11),
         answer=AnswerSpec("number"),
         settings=Settings(),
         budget_given=budget_given,
@@ -125,20 +131,24 @@ def test_online_stops_a_weak_trace_in_the_engine_and_charges_its_tokens() -> Non
     warmup = [Script("4", [2.0] * 10), Script("5", [2.5] * 10), Script("4", STEADY), Script("5", STEADY)]
     online = [Script("7", WEAK_LATE), Script("4", STEADY)]
     result, budget, engine = solve(
-        warmup + online, {"n": 6, "warmup": 4, "window": 2, "round_size": 2, "top_logprobs": 2}
+        warmup + online,
+        {"n": 6, "warmup": 4, "window": 2, "round_size": 2, "top_logprobs": 2, "keep_percent": 90},
     )
     details = result.details
     assert details["threshold"] == pytest.approx(2.0 + 0.3 * 0.5)
     # the warm-up is one call of 4; then one call per online trace, each asking for logprobs
     assert [call["n"] for call in engine.calls] == [4, 1, 1]
     assert all(call["logprobs"] == 2 for call in engine.calls)
+    # a seeded request seeds every trace differently (one seed for all would draw the same trace again)
+    assert [call["seed"] for call in engine.calls] == [11, 15, 16]
     weak = details["traces"][4]
     assert weak["finish_reason"] == "stopped" and weak["stopped_at"] == 5 and weak["tokens"] == 5
     assert weak["answer"] is None and not weak["voted"]
     assert engine.calls[1]["aborted"] and engine.calls[1]["produced"] == 5
     assert not engine.calls[2]["aborted"]
-    # the lowest warm-up trace is filtered, the others vote: "4" (3.0 + 3.0) against "5" (2.5 + 3.0)
-    assert [t["voted"] for t in details["traces"]] == [False, True, True, True, False, True]
+    # the warm-up and the trace that ran to its end vote: "4" (2.0 + 3.0 + 3.0) against "5" (2.5 + 3.0)
+    assert [t["voted"] for t in details["traces"]] == [True, True, True, True, False, True]
+    assert details["votes"] == {"4": 8.0, "5": 5.5}
     assert result.answer == "4"
     assert details["traces_stopped"] == 1 and budget.spend.engine_requests_stopped == 1
     # every token the engine produced is charged, the stopped trace's included
@@ -189,7 +199,14 @@ def test_the_token_budget_is_a_hard_cap() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"mode": "sideways"}, {"keep_percent": 0}, {"consensus": 0.3}, {"window": 0}, {"top_logprobs": 21}, {"x": 1}],
+    [
+        {"mode": "sideways"},
+        {"keep_percent": 0},
+        {"consensus": 0.3},
+        {"window": 0},
+        {"top_logprobs": 21},
+        {"x": 1},
+    ],
 )
 def test_invalid_params_are_refused(params: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest) as refused:
