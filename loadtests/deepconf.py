@@ -229,7 +229,7 @@ def online_grid(pools: list[TracePool], replays: int, seed: int, tail: int, n: i
         [rng.sample(range(len(pool.answers)), len(pool.answers)) for _ in range(replays)] for pool in pools
     ]
     rows = []
-    grid = itertools.product((8, 16, 32), (10.0, 50.0, 90.0), (3, 4, 6), (2, 4), (0.8, 0.95))
+    grid = itertools.product((4, 8, 16), (10.0, 50.0, 90.0), (2, 3, 4), (2, 4), (0.7, 0.8, 0.95))
     for window, eta, warmup, round_size, level in grid:
         if warmup > n:
             continue
@@ -326,9 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--url", help="a running service (default: start one)")
     parser.add_argument(
-        "--per-family", type=int, default=12, help="problems per arithmetic family (4 families)"
+        "--per-family", type=int, default=16, help="problems per arithmetic family (4 families)"
     )
-    parser.add_argument("--gsm8k", type=int, default=24, help="GSM8K test problems")
+    parser.add_argument("--gsm8k", type=int, default=32, help="GSM8K test problems")
     parser.add_argument("--n", type=int, default=16, help="N: samples of best-of-N, most traces of DeepConf")
     parser.add_argument(
         "--replays", type=int, default=10, help="random orders per pool for the online replay"
@@ -347,6 +347,18 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         pools = asyncio.run(collect(url, problems, args.n, args.concurrency, cost))
         pool_seconds = time.monotonic() - started
+        (RESULTS / "pools.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "problem": pool.problem.__dict__,
+                        "answers": pool.answers,
+                        "confidences": pool.confidences,
+                    }
+                    for pool in pools
+                ]
+            )
+        )
         bon_rows = [
             {
                 "family": pool.problem.family,

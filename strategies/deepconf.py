@@ -80,7 +80,7 @@ class DeepConfParams(BaseModel):
         description="Online: stop sampling once the leader holds this share of the vote.",
     )
     round_size: int = Field(
-        4, ge=1, le=256, description="Online: traces generated at once after the warm-up."
+        2, ge=1, le=256, description="Online: traces generated at once after the warm-up."
     )
 
 
