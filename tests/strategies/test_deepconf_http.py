@@ -119,3 +119,24 @@ def test_invalid_params_are_a_400_error_object(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_openai_chat_with_deepconf(client: httpx.Client) -> None:
+    """Through the OpenAI route: the choices carry OpenAI finish reasons (a stopped trace is "length")."""
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": client.get("/v1/models").json()["data"][0]["id"],
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 96,
+            "seed": 5,
+            "n": 4,
+            "ttc": {"strategy": "deepconf", "params": AGGRESSIVE, "budget": {"tokens": 900}},
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert all(choice["finish_reason"] in {"stop", "length"} for choice in body["choices"])
+    report = body["ttc"]
+    assert report["strategy"] == "deepconf" and report["usage"]["completion_tokens"] <= 900
+    assert report["usage"]["engine_requests_stopped"] == report["details"]["traces_stopped"]
