@@ -17,6 +17,7 @@ from typing import Any
 from service.runtime.cost import ModelShape
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
 from service.runtime.errors import EngineUnavailable, InvalidRequest
+from service.runtime.load import KV_USAGE, RUNNING, WAITING, EngineLoad, combine
 from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,20 @@ class InProcessEngine(ChatTokenizer):
 
     def running_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
+
+    async def load(self) -> EngineLoad:
+        """vLLM's own gauges (its Prometheus stat logger sets them every engine step, in this process's default
+        registry); with no request unfinished the engine is idle whatever the last step left in them."""
+        from prometheus_client import REGISTRY
+
+        wanted = {RUNNING, WAITING, KV_USAGE}
+        values: dict[str, list[float]] = {}
+        for family in REGISTRY.collect():
+            if family.name in wanted:
+                values[family.name] = [sample.value for sample in family.samples]
+        if self.running_requests() == 0:
+            values[RUNNING] = values[WAITING] = []
+        return combine([values], "vLLM stat logger (in-process)")
 
     async def check_health(self) -> None:
         await self._llm.check_health()
