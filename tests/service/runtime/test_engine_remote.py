@@ -129,6 +129,40 @@ def test_a_stop_rule_closes_the_stream_and_the_server_aborts(vllm_server: tuple[
     asyncio.run(scenario())
 
 
+def test_the_remote_engine_reports_the_servers_load(vllm_server: tuple[str, str]) -> None:
+    """auto's load reading on a remote engine: vLLM's gauges from the server's /metrics."""
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            idle = await engine.load()
+            assert idle.running == 0 and idle.waiting == 0 and "1 server" in idle.source
+            spec = SamplingSpec(n=4, max_tokens=1500, temperature=1.0)
+            prompt = engine.render_chat([{"role": "user", "content": "Write a long story."}])
+
+            async def consume() -> None:
+                async for _ in engine.stream(prompt, spec, StreamState()):
+                    pass
+
+            task = asyncio.create_task(consume())
+            busy = idle
+            for _ in range(50):
+                await asyncio.sleep(0.2)
+                busy = await engine.load()
+                if busy.running + busy.waiting >= 4:
+                    break
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert busy.running + busy.waiting >= 4  # each of the n samples is a sequence
+            assert 0.0 < busy.kv_cache_usage <= 1.0
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
 def test_deepconf_online_on_the_remote_engine(vllm_server: tuple[str, str]) -> None:
     """deepconf's online mode on the remote engine: traces stopped mid-way, all their tokens charged."""
     url, model_dir = vllm_server
