@@ -155,7 +155,7 @@ class Run:
 
 
 def sample_confidences(sample: Sample, k: int) -> list[float]:
-    """Token confidences of a sample (a token the engine sent without logprobs counts as 0: no evidence)."""
+    """Token confidences of a sample, one per token the engine sent logprobs for (every token, as asked)."""
     return [token_confidence([value for _, value in entry.top], k) for entry in sample.logprobs or []]
 
 
