@@ -50,9 +50,15 @@ class LoadAdjustment:
         }
 
 
+# g2 / g1 of the default runtime model: what one more sequence in the batch adds to a token's time when the fit
+# saw no batch effect (its calls all had about the same batch; least squares then clips g2 to 0).
+DEFAULT_BATCH_RATIO = SecondsModel().per_token_per_sample / SecondsModel().per_token
+
+
 def loaded(model: SecondsModel, sequences: int) -> SecondsModel:
     """The runtime model with `sequences` more sequences in every decode step's batch."""
-    return replace(model, per_token=model.per_token + model.per_token_per_sample * max(sequences, 0))
+    per_sequence = max(model.per_token_per_sample, DEFAULT_BATCH_RATIO * model.per_token)
+    return replace(model, per_token=model.per_token + per_sequence * max(sequences, 0))
 
 
 def adjust(

@@ -20,6 +20,11 @@ def test_a_busy_engine_makes_every_call_slower() -> None:
     assert loaded(MODEL, 40).predict(call) == pytest.approx(50 * (0.02 + 0.044))
 
 
+def test_a_fit_without_batch_effect_still_slows_down_under_load() -> None:
+    flat = SecondsModel(intercept=0.0, per_prompt_token=0.0, per_token=0.04, per_token_per_sample=0.0)
+    assert loaded(flat, 10).per_token == pytest.approx(0.04 * (1 + 10 * 0.05))
+
+
 def test_latency_goal_shrinks_the_caps_by_the_slowdown() -> None:
     adjustment = adjust(MODEL, BUSY, "latency", 100, 65)
     # one full sample: 64 * 0.021 idle, 64 * 0.061 with 40 more sequences in the batch
