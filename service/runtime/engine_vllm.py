@@ -160,8 +160,10 @@ class InProcessEngine(ChatTokenizer):
         return int(self._llm.get_num_unfinished_requests())
 
     async def load(self) -> EngineLoad:
-        """vLLM's own gauges (its Prometheus stat logger sets them every engine step, in this process's default
-        registry); with no request unfinished the engine is idle whatever the last step left in them."""
+        """Sequences: vLLM's own count of unfinished requests (each sample of an n > 1 call is one), which is
+        exact at any moment; the split into running and waiting and the KV-cache use come from vLLM's stat
+        logger gauges (this process's default Prometheus registry), which it sets at its logging steps and so
+        may lag."""
         from prometheus_client import REGISTRY
 
         wanted = {RUNNING, WAITING, KV_USAGE}
@@ -169,9 +171,10 @@ class InProcessEngine(ChatTokenizer):
         for family in REGISTRY.collect():
             if family.name in wanted:
                 values[family.name] = [sample.value for sample in family.samples]
-        if self.running_requests() == 0:
-            values[RUNNING] = values[WAITING] = []
-        return combine([values], "vLLM stat logger (in-process)")
+        gauges = combine([values], "")
+        sequences = self.running_requests()
+        waiting = min(gauges.waiting, sequences)
+        return EngineLoad(sequences - waiting, waiting, gauges.kv_cache_usage, "vLLM (in-process)")
 
     async def check_health(self) -> None:
         await self._llm.check_health()
