@@ -60,7 +60,7 @@ class DeepConfParams(BaseModel):
         description="eta: the top eta% of traces by confidence survive (offline), or the percentile of the "
         "warm-up's lowest group confidence a trace must stay above (online: threshold = its (100-eta)th).",
     )
-    window: int = Field(8, ge=1, le=4096, description="Tokens per sliding-window group.")
+    window: int = Field(4, ge=1, le=4096, description="Tokens per sliding-window group.")
     tail: int = Field(32, ge=1, le=4096, description="Tokens of the tail confidence.")
     top_logprobs: int = Field(
         20, ge=1, le=20, description="k: the most likely tokens per position a token's confidence averages."

@@ -54,7 +54,7 @@ def test_online_stops_traces_in_the_engine_within_the_budget(client: httpx.Clien
     assert stopped, details
     for trace in stopped:
         assert trace["phase"] == "online" and not trace["voted"] and trace["answer"] is None
-        assert 8 < trace["stopped_at"] == trace["tokens"] < 96  # a full window first, then cut mid-way
+        assert 8 <= trace["stopped_at"] == trace["tokens"] < 96  # a full window first, then cut mid-way
         assert trace["confidence"]["lowest_group"] < details["threshold"]
     assert details["traces_stopped"] == len(stopped) == usage["engine_requests_stopped"]
     assert details["tokens_saved_estimate"] > 0
