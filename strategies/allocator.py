@@ -299,6 +299,8 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         probe_choice,
     )
     result.details["allocation"]["load"] = load_report(adjustment, decision.chosen.describe(), load_blind)
+    if not params.load_aware:
+        result.details["allocation"]["load"]["source"] = "not read: params.load_aware is false"
     result.params = {"strategy": chosen.strategy, **chosen.params, "probe_samples": len(probe)}
     if params.remember and vector is not None and probe:
         # What the probe measured, as p (through the profile's map from agreement to success rate): the raw
