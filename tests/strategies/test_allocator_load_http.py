@@ -21,8 +21,15 @@ def auto(client: httpx.Client, **params: Any) -> dict[str, Any]:
     body = {
         "prompt": QUESTION,
         "strategy": "auto",
-        "params": {"strategies": ["best_of_n"], "memory": f"load-{uuid.uuid4().hex}", **params},
-        "budget": {"tokens": 1600},
+        # cost_weight 0: the plan is the most accurate that fits, so on an idle engine the largest that fits
+        # the 1100 tokens (32 samples of 32), and any shrinking of the caps shows as a smaller plan
+        "params": {
+            "strategies": ["best_of_n"],
+            "memory": f"load-{uuid.uuid4().hex}",
+            "cost_weight": 0,
+            **params,
+        },
+        "budget": {"tokens": 1100},
         "sampling": {"max_tokens": 32},
     }
     response = client.post("/v1/solve", json=body)
@@ -77,12 +84,13 @@ def test_a_busy_engine_gets_a_smaller_plan(client: httpx.Client, service_url: st
             thread.join(timeout=300)
     load = loaded["details"]["allocation"]["load"]
     assert load["running"] + load["waiting"] >= 16, load  # vLLM counts each of the n samples
-    assert load["slowdown"] > 1.5 and load["cap_factor"] < 1.0
+    assert load["slowdown"] > 1.1 and load["cap_factor"] < 1.0
     chosen = loaded["details"]["allocation"]["chosen"]
     idle_choice = load["idle_engine_choice"]
     assert chosen["params"]["n"] < idle_choice["params"]["n"], load
     assert load["changed"].startswith("best_of_n") and "instead of" in load["changed"]
-    assert loaded["usage"]["completion_tokens"] <= 1600
+    assert idle_choice["params"]["n"] == 32
+    assert loaded["usage"]["completion_tokens"] <= 1100
     blind = auto(client, goal="latency", load_aware=False)
     # with load_aware false the allocator does not look: the same request plans as if the engine were idle
     assert blind["details"]["allocation"]["load"]["source"] == "not read: params.load_aware is false"
