@@ -7,7 +7,7 @@ from typing import Any
 from service.runtime.budget import BudgetTracker
 from service.runtime.engine import Engine
 from service.runtime.errors import InvalidRequest
-from strategies import allocator, beam_search, best_of_n, dvts, ets, none, rag, rebase, revision
+from strategies import allocator, beam_search, best_of_n, deepconf, dvts, ets, none, rag, rebase, revision
 from strategies.base import Result, Strategy, Task, settle_empty
 from verifiers.answers import AnswerType
 from verifiers.base import Verifier
@@ -16,6 +16,7 @@ STRATEGIES: dict[str, Strategy] = {
     "auto": allocator.run,  # picks one of the others per prompt (strategies/allocation)
     "none": none.run,
     "best_of_n": best_of_n.run,
+    "deepconf": deepconf.run,  # best-of-N gated by token confidence, stopping weak traces in the engine
     "revision": revision.run,
     "rag": rag.run,
     "drag": rag.run_drag,

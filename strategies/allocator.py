@@ -29,11 +29,13 @@ from service.runtime.budget import BudgetTracker
 from service.runtime.cost import worst_case_eflops
 from service.runtime.engine import Engine, count_prompt_tokens
 from service.runtime.errors import BudgetExhausted
+from service.runtime.load import read_load
 from service.store import allocation as store
 from strategies import rag
 from strategies.allocation import costs, difficulty, neighbours
 from strategies.allocation.costs import CallShape, SecondsModel
 from strategies.allocation.decide import Decision, ProbeChoice, decide, value_of_probe
+from strategies.allocation.load import LoadAdjustment, adjust
 from strategies.allocation.plans import Caps, Plan, Situation, candidate_plans
 from strategies.allocation.profiles import load_profiles
 from strategies.base import Candidate, Result, Task, parse_params
@@ -78,6 +80,15 @@ class AutoParams(BaseModel):
         "default", min_length=1, max_length=64, description="Namespace of the past-outcome memory."
     )
     remember: bool = Field(True, description="Store this prompt's outcome for future neighbours.")
+    load_aware: bool = Field(
+        True,
+        description="Read the engine's load (running and waiting sequences) and plan for it (see `goal`).",
+    )
+    goal: Literal["latency", "accuracy"] | None = Field(
+        None,
+        description="On a busy engine: `latency` shrinks plans by the predicted slowdown, `accuracy` only "
+        "predicts their seconds on the load; default: the TTC_ALLOCATOR_GOAL setting.",
+    )
     score_probe: bool | None = Field(
         None,
         description="Score the probe with the verifier; default: only when the verifier is calibrated and "
@@ -136,6 +147,10 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         store.load_calibration(task.redis, verifier.name, params.family) if verifier is not None else _none(),
         seconds_model(task),
     )
+    load = await read_load(engine) if params.load_aware else None
+    adjustment = adjust(
+        model, load, params.goal or task.settings.allocator_goal, prompt_tokens, task.sampling.max_tokens
+    )
 
     # 1. Prior from similar past prompts; with enough of them, no probe at all (one engine call).
     vector: list[float] | None = None
@@ -180,8 +195,8 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
             shape=budget.shape,
             hardware=budget.hardware,
             count_weight_loading=budget.count_weight_loading,
-            seconds_model=model,
-            caps=caps_of(budget),
+            seconds_model=adjustment.seconds_model,
+            caps=adjustment.caps(caps_of(budget)),
             budget_scale=budget_scale(budget, prompt_tokens, task.sampling.max_tokens),
             max_samples=min(params.max_samples, task.settings.max_samples),
             profiles=profiles,
@@ -247,6 +262,10 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
     else:
         situation = situation_for(estimate, len(probe), expected_tokens)
         decision = decide(situation, candidate_plans(situation, set(STRATEGIES), allowed))
+    load_blind: dict[str, Any] | None = None
+    if adjustment.active:  # what the same decision would have been on an idle engine
+        idle = replace(situation, seconds_model=model, caps=caps_of(budget))
+        load_blind = decide(idle, candidate_plans(idle, set(STRATEGIES), allowed)).chosen.describe()
     if probe_choice is not None:
         decision.reason = f"{probe_choice.reason} {decision.reason}"
     chosen = decision.chosen
@@ -279,6 +298,9 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         prior,
         probe_choice,
     )
+    result.details["allocation"]["load"] = load_report(adjustment, decision.chosen.describe(), load_blind)
+    if not params.load_aware:
+        result.details["allocation"]["load"]["source"] = "not read: params.load_aware is false"
     result.params = {"strategy": chosen.strategy, **chosen.params, "probe_samples": len(probe)}
     if params.remember and vector is not None and probe:
         # What the probe measured, as p (through the profile's map from agreement to success rate): the raw
@@ -287,6 +309,24 @@ async def run(task: Task, engine: Engine, verifier: Verifier | None, budget: Bud
         measured = difficulty.estimate(probe, fit_set, calibration).p  # no prior: no echo
         await neighbours.remember(task.redis, params.memory, vector, measured, expected_tokens)
     return result
+
+
+def load_report(
+    adjustment: LoadAdjustment, chosen: dict[str, Any], load_blind: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the engine's load was and what it changed: the plan chosen against the idle-engine choice."""
+    report = adjustment.describe()
+    if load_blind is None:
+        report["changed"] = "nothing: the engine was idle" if adjustment.load is not None else "nothing"
+        return report
+    same = (load_blind["strategy"], load_blind["params"]) == (chosen["strategy"], chosen["params"])
+    report["idle_engine_choice"] = {k: load_blind[k] for k in ("strategy", "params", "predicted_seconds")}
+    report["changed"] = (
+        "nothing: the same plan as on an idle engine"
+        if same
+        else f"{chosen['strategy']} {chosen['params']} instead of {load_blind['strategy']} {load_blind['params']}"
+    )
+    return report
 
 
 async def retrieval_plan(

@@ -61,6 +61,12 @@ class Metrics:
             registry=self.registry,
         )
         self.eflops = Counter("ttc_eflops", "Equivalent FLOPs spent.", ["strategy"], registry=self.registry)
+        self.stopped_requests = Counter(
+            "ttc_engine_requests_stopped",
+            "Engine calls a strategy aborted in the engine while they ran (deepconf's low-confidence traces).",
+            ["strategy"],
+            registry=self.registry,
+        )
         self.engine_running = Gauge(
             "ttc_engine_requests_running", "Engine requests not yet finished.", registry=self.registry
         )
@@ -92,6 +98,7 @@ class Metrics:
         self.cached_tokens.labels(strategy).inc(spend.cached_prompt_tokens)
         self.completion_tokens.labels(strategy).inc(spend.completion_tokens)
         self.eflops.labels(strategy).inc(spend.eflops)
+        self.stopped_requests.labels(strategy).inc(spend.engine_requests_stopped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

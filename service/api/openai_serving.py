@@ -356,7 +356,9 @@ def _envelope(call: PreparedCall, chunk: bool) -> dict[str, Any]:
 
 
 def _finish(reason: str | None) -> str | None:
-    return "length" if reason == "abort" else reason
+    """OpenAI's finish reasons: a sample cut short (deadline abort, or a deepconf trace stopped for low
+    confidence) ended before its natural end, which OpenAI clients know as "length"."""
+    return "length" if reason in ("abort", "stopped") else reason
 
 
 def _tool_choice(

@@ -284,6 +284,11 @@ class Usage(BaseModel):
     engine_restarts: int = Field(
         0, description="Engine calls redone on another engine because theirs died mid-call (several engines)."
     )
+    engine_requests_stopped: int = Field(
+        0,
+        description="Engine calls the strategy aborted in the engine while they ran (deepconf's low-confidence "
+        "traces); their tokens so far are in completion_tokens.",
+    )
 
 
 class BudgetReport(BaseModel):

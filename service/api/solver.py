@@ -53,6 +53,7 @@ class Solved:
             peak_kv_tokens=spend.peak_kv_tokens,
             seconds=round(spend.seconds, 4),
             engine_restarts=spend.engine_restarts,
+            engine_requests_stopped=spend.engine_requests_stopped,
         )
 
     def budget_report(self) -> BudgetReport:

@@ -17,11 +17,13 @@ from typing import Protocol
 
 from service.runtime.cost import Hardware, ModelShape, generation_eflops, worst_case_eflops
 from service.runtime.engine import (
+    STOPPED,
     Delta,
     Engine,
     Generation,
     Prompt,
     SamplingSpec,
+    StopRule,
     StreamState,
     count_prompt_tokens,
     generate,
@@ -53,6 +55,7 @@ class Spend:
     peak_kv_tokens: int = 0
     seconds: float = 0.0
     engine_restarts: int = 0
+    engine_requests_stopped: int = 0  # calls the strategy aborted in the engine mid-way (DeepConf)
 
 
 def wrap_up_seconds(cap_seconds: float) -> float:
@@ -249,9 +252,15 @@ class BudgetTracker:
         purpose: str = "sample",
         prompt_tokens: int | None = None,
         keep_samples: bool = False,
+        stop: StopRule | None = None,
+        weight_share: int = 1,
     ) -> Generation:
         """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for.
-        With a reserver, the call's worst case is reserved there too and the unspent part given back."""
+        With a reserver, the call's worst case is reserved there too and the unspent part given back.
+        `stop` may abort the call mid-way (see `engine.generate`); what it generated until then is charged.
+        `weight_share`: the call is one of that many one-sample calls of this request started together, which
+        the engine batches like one call's samples; each is charged its share of the weight reads (the
+        reservation still holds its whole worst case, so the caps stay safe)."""
         if prompt_tokens is None:
             prompt_tokens = count_prompt_tokens(engine, prompt)
         spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples)
@@ -262,8 +271,13 @@ class BudgetTracker:
         self._reserved_context += prompt_tokens
         spent_tokens, spent_eflops = 0, 0.0
         try:
-            generation = await generate(engine, prompt, spec, self.deadline)
-            spent_tokens, spent_eflops = generation.completion_tokens, self.charge(generation, purpose)
+            generation = await generate(engine, prompt, spec, self.deadline, stop)
+            spent_tokens, spent_eflops = (
+                generation.completion_tokens,
+                self.charge(generation, purpose, weight_share),
+            )
+            if any(sample.finish_reason == STOPPED for sample in generation.samples):
+                self.spend.engine_requests_stopped += 1
         finally:
             self._reserved_tokens -= samples * max_tokens
             self._reserved_eflops -= reserved_eflops
@@ -293,7 +307,7 @@ class BudgetTracker:
             if reservation is not None:
                 await asyncio.shield(reservation.settle(sum(len(ids) for ids in samples), spent_eflops))
 
-    def charge(self, generation: Generation, purpose: str = "sample") -> float:
+    def charge(self, generation: Generation, purpose: str = "sample", weight_share: int = 1) -> float:
         """Add one finished call to the spend; returns its eFLOPs."""
         return self._charge_counts(
             generation.prompt_tokens,
@@ -301,6 +315,7 @@ class BudgetTracker:
             [sample.tokens for sample in generation.samples],
             purpose,
             generation.restarts,
+            weight_share,
         )
 
     def _charge_counts(
@@ -310,6 +325,7 @@ class BudgetTracker:
         sample_tokens: list[int],
         purpose: str,
         restarts: int = 0,
+        weight_share: int = 1,
     ) -> float:
         spend = self.spend
         spend.prompt_tokens += prompt_tokens
@@ -327,6 +343,7 @@ class BudgetTracker:
             cached_prompt_tokens,
             sample_tokens,
             self.count_weight_loading,
+            weight_share,
         )
         spend.eflops += eflops
         self.observe_kv(prompt_tokens + sum(sample_tokens))

@@ -89,11 +89,14 @@ def decode_eflops(
     generated_tokens: float,
     samples: int,
     count_weight_loading: bool = True,
+    weight_share: int = 1,
 ) -> float:
     """Kinetics eFLOPs of `samples` sequences of `generated_tokens` each after a shared prompt.
 
     `generated_tokens` is the mean generated length of the samples (the paper's per-query rule).
-    With `count_weight_loading`, each decode step also reads the weights once for the request's samples.
+    With `count_weight_loading`, each decode step also reads the weights once for the request's samples; a call
+    that runs in lockstep with `weight_share - 1` sibling calls of the same request (one round of separate
+    one-sample calls, which vLLM batches exactly like the samples of one call) pays its share of that read.
     """
     if samples <= 0 or generated_tokens <= 0:
         return 0.0
@@ -102,7 +105,7 @@ def decode_eflops(
     compute = n * (2 * p * l_out + 2 * (2 * l_in + l_out) * l_out * shape.query_heads * hd_all)
     memory = 2 * (2 * l_in + n * l_out) * l_out * shape.kv_heads * hd_all
     if count_weight_loading:
-        memory += BYTES_PER_ELEMENT * p * l_out
+        memory += BYTES_PER_ELEMENT * p * l_out / max(weight_share, 1)
     return compute + hardware.intensity * memory
 
 
@@ -118,13 +121,15 @@ def generation_eflops(
     cached_prompt_tokens: int,
     sample_lengths: list[int],
     count_weight_loading: bool = True,
+    weight_share: int = 1,
 ) -> float:
-    """What one finished engine call cost: prefill of the uncached prompt plus decoding at the mean length."""
+    """What one finished engine call cost: prefill of the uncached prompt plus decoding at the mean length
+    (`weight_share`: see `decode_eflops`)."""
     if not sample_lengths:
         return prefill_eflops(shape, hardware, prompt_tokens - cached_prompt_tokens)
     mean_length = sum(sample_lengths) / len(sample_lengths)
     return prefill_eflops(shape, hardware, prompt_tokens - cached_prompt_tokens) + decode_eflops(
-        shape, hardware, prompt_tokens, mean_length, len(sample_lengths), count_weight_loading
+        shape, hardware, prompt_tokens, mean_length, len(sample_lengths), count_weight_loading, weight_share
     )
 
 

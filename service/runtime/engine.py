@@ -10,10 +10,11 @@ Cancelling the task that awaits `generate` (or iterates `stream`) aborts the wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,9 @@ from service.runtime.errors import EngineLost
 logger = logging.getLogger(__name__)
 
 Prompt = str | list[int]
+
+# Finish reason of a sample its caller stopped while it was generated (`generate(..., stop=...)`).
+STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -200,11 +204,34 @@ def count_prompt_tokens(engine: Engine, prompt: Prompt) -> int:
     return len(prompt) if isinstance(prompt, list) else len(engine.encode(prompt))
 
 
+StopRule = Callable[[Sample], bool]
+
+
+@contextlib.asynccontextmanager
+async def closing(stream: AsyncIterator[Delta]) -> AsyncIterator[AsyncIterator[Delta]]:
+    """Close a stream when the block ends, also early: closing it is what aborts its request in the engine, and
+    a stream left to the garbage collector is closed only later."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def generate(
-    engine: Engine, prompt: Prompt, spec: SamplingSpec, deadline: float | None = None
+    engine: Engine,
+    prompt: Prompt,
+    spec: SamplingSpec,
+    deadline: float | None = None,
+    stop: StopRule | None = None,
 ) -> Generation:
     """Run one engine call to completion, or until `deadline` (time.monotonic()); then abort it and
     return what each sample had so far, marked finish_reason "abort".
+
+    `stop` is asked after every piece of a sample; when it says True the call is aborted in the engine at once
+    (its stream closed) and that sample is marked finish_reason "stopped". It stops the whole call, so use it
+    with n = 1 (one call per sample) to stop samples one by one.
 
     If the engine serving the call dies mid-way (`EngineLost`, only raised when another engine can take
     over), the call restarts from its prompt on the other engine; `Generation.restarts` says how often.
@@ -215,7 +242,7 @@ async def generate(
         samples = [Sample() for _ in range(spec.n)]
         state = StreamState()
         try:
-            await _consume(engine, prompt, spec, state, samples, deadline)
+            await _consume(engine, prompt, spec, state, samples, deadline, stop)
         except EngineLost as exc:
             if restarts >= MAX_RESTARTS:
                 raise
@@ -241,16 +268,21 @@ async def _consume(
     state: StreamState,
     samples: list[Sample],
     deadline: float | None,
+    stop: StopRule | None = None,
 ) -> None:
     async def consume() -> None:
-        async for delta in engine.stream(prompt, spec, state):
-            sample = samples[delta.index]
-            sample.text += delta.text
-            sample.token_ids.extend(delta.token_ids)
-            if delta.logprobs is not None:
-                sample.logprobs = (sample.logprobs or []) + list(delta.logprobs)
-            if delta.finish_reason is not None:
-                sample.finish_reason = delta.finish_reason
+        async with closing(engine.stream(prompt, spec, state)) as deltas:
+            async for delta in deltas:
+                sample = samples[delta.index]
+                sample.text += delta.text
+                sample.token_ids.extend(delta.token_ids)
+                if delta.logprobs is not None:
+                    sample.logprobs = (sample.logprobs or []) + list(delta.logprobs)
+                if delta.finish_reason is not None:
+                    sample.finish_reason = delta.finish_reason
+                elif stop is not None and stop(sample):
+                    sample.finish_reason = STOPPED
+                    return
 
     if deadline is None:
         await consume()

@@ -33,9 +33,10 @@ import httpx
 
 from service.runtime.affinity import current_affinity
 from service.runtime.cost import ModelShape
-from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
+from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob, closing
 from service.runtime.engine_vllm import ChatTokenizer
 from service.runtime.errors import EngineLost, EngineUnavailable, InvalidRequest
+from service.runtime.load import EngineLoad, combine, parse_metrics
 from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -184,9 +185,11 @@ class RemoteEngine(ChatTokenizer):
                 await asyncio.sleep(min(0.5 * 2 ** (attempt - len(self._engines)), 4.0))
             produced = False
             try:
-                async for delta in self._stream_one(engine, body, headers, state):
-                    produced = True
-                    yield delta
+                # aclosing: a consumer that stops reading closes the HTTP stream now, which aborts the request
+                async with closing(self._stream_one(engine, body, headers, state)) as deltas:
+                    async for delta in deltas:
+                        produced = True
+                        yield delta
                 return
             except _Failed as exc:
                 failure = exc
@@ -262,6 +265,20 @@ class RemoteEngine(ChatTokenizer):
 
     def running_requests(self) -> int:
         return sum(engine.in_flight for engine in self._engines)
+
+    async def load(self) -> EngineLoad:
+        """Every up server's `/metrics` (vLLM's gauges), summed; a server that does not answer is left out."""
+
+        async def one(engine: EngineStats) -> dict[str, list[float]]:
+            try:
+                response = await self._client.get(f"{engine.url}/metrics", timeout=2.0)
+                response.raise_for_status()
+            except httpx.HTTPError:
+                return {}
+            return parse_metrics(response.text)
+
+        samples = await asyncio.gather(*(one(engine) for engine in self._engines if engine.up))
+        return combine(samples, f"vLLM /metrics of {len(samples)} server(s)")
 
     async def check_health(self) -> None:
         """Healthy while at least one server is; the ones that are not are passed over for a while."""

@@ -6,6 +6,7 @@ the samples of a prompt share every whole block of their common prefix.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -17,6 +18,7 @@ from service.runtime.cost import ModelShape
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, TokenLogprob
 from service.runtime.errors import EngineUnavailable, InvalidRequest
 from service.runtime.libraries import IMPORT_LOCK
+from service.runtime.load import KV_USAGE, RUNNING, WAITING, EngineLoad, combine
 from service.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -137,18 +139,21 @@ class InProcessEngine(ChatTokenizer):
         state.prompt_tokens = len(token_ids)
         request_id = f"ttc-{next(self._ids)}"
         try:
-            async for output in self._llm.generate(engine_input, params, request_id=request_id):
-                state.cached_prompt_tokens = output.num_cached_tokens or 0
-                for completion in output.outputs:
-                    if not completion.token_ids and completion.finish_reason is None:
-                        continue
-                    yield Delta(
-                        index=completion.index,
-                        text=completion.text,
-                        token_ids=tuple(completion.token_ids),
-                        finish_reason=completion.finish_reason,
-                        logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
-                    )
+            # aclosing: a consumer that stops reading aborts the request in the engine right away
+            outputs = self._llm.generate(engine_input, params, request_id=request_id)
+            async with contextlib.aclosing(outputs):
+                async for output in outputs:
+                    state.cached_prompt_tokens = output.num_cached_tokens or 0
+                    for completion in output.outputs:
+                        if not completion.token_ids and completion.finish_reason is None:
+                            continue
+                        yield Delta(
+                            index=completion.index,
+                            text=completion.text,
+                            token_ids=tuple(completion.token_ids),
+                            finish_reason=completion.finish_reason,
+                            logprobs=_to_logprobs(completion.token_ids, completion.logprobs),
+                        )
         except (VLLMClientError, ValueError) as exc:  # e.g. a token id out of range, a bad grammar
             raise InvalidRequest(f"The engine refused the request: {exc}") from exc
         except (EngineDeadError, EngineGenerateError) as exc:
@@ -156,6 +161,23 @@ class InProcessEngine(ChatTokenizer):
 
     def running_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
+
+    async def load(self) -> EngineLoad:
+        """Sequences: vLLM's own count of unfinished requests (each sample of an n > 1 call is one), which is
+        exact at any moment; the split into running and waiting and the KV-cache use come from vLLM's stat
+        logger gauges (this process's default Prometheus registry), which it sets at its logging steps and so
+        may lag."""
+        from prometheus_client import REGISTRY
+
+        wanted = {RUNNING, WAITING, KV_USAGE}
+        values: dict[str, list[float]] = {}
+        for family in REGISTRY.collect():
+            if family.name in wanted:
+                values[family.name] = [sample.value for sample in family.samples]
+        gauges = combine([values], "")
+        sequences = self.running_requests()
+        waiting = min(gauges.waiting, sequences)
+        return EngineLoad(sequences - waiting, waiting, gauges.kv_cache_usage, "vLLM (in-process)")
 
     async def check_health(self) -> None:
         await self._llm.check_health()

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         None,
         description="Measured strategy profiles for `auto` (default: strategies/allocation/profiles in the code).",
     )
+    allocator_goal: Literal["latency", "accuracy"] = Field(
+        "accuracy",
+        description="What `auto` favours on a busy engine: `latency` shrinks plans by the predicted slowdown so "
+        "more requests finish within their seconds; `accuracy` keeps them, only predicting seconds on the load.",
+    )
     # -- front door: keys, quotas, admission (issue 10) -----------------------------------------------------
     allow_anonymous: bool = Field(
         False,

@@ -1,3 +1,5 @@
+import pytest
+
 from service.runtime.cost import (
     HARDWARE_PRESETS,
     Hardware,
@@ -53,3 +55,15 @@ def test_worst_case_bounds_actual_cost() -> None:
     actual = generation_eflops(shape, B200_LIKE, 100, 64, [10, 50, 30, 0], True)
     assert actual <= worst_case_eflops(shape, B200_LIKE, 100, 4, 50, True)
     assert generation_eflops(shape, B200_LIKE, 100, 100, [], True) == 0.0
+
+
+def test_calls_run_together_share_the_weight_reads() -> None:
+    """k one-sample calls of a round, batched by the engine like one call's k samples, each pay 1/k of the
+    weight read of a step (deepconf's online rounds); the rest of the cost is unchanged."""
+    shape = ModelShape.from_config(SMOLLM2_CONFIG)
+    alone = decode_eflops(shape, B200_LIKE, 100, 50, 1, True)
+    shared = decode_eflops(shape, B200_LIKE, 100, 50, 1, True, weight_share=4)
+    assert alone - shared == pytest.approx(562.5 * 2 * shape.parameters * 50 * 3 / 4)
+    assert generation_eflops(shape, B200_LIKE, 100, 0, [50], True, 4) == pytest.approx(
+        shared + 2 * shape.parameters * 100
+    )

@@ -13,11 +13,16 @@ import httpx
 import pytest
 
 from loadtests.harness import free_port, start_vllm, stop, wait_ready
+from service.runtime.budget import BudgetLimits, BudgetTracker
+from service.runtime.cost import Hardware
 from service.runtime.engine import SamplingSpec, StreamState, StructuredOutput, generate
 from service.runtime.engine_remote import RemoteEngine
 from service.runtime.model_files import ensure_default_model
 from service.runtime.settings import Settings
+from strategies import deepconf
+from strategies.base import Task
 from tests.conftest import start_service
+from verifiers.answers import AnswerSpec
 
 pytestmark = pytest.mark.engine
 
@@ -87,6 +92,103 @@ def test_cancelling_aborts_the_server_request(vllm_server: tuple[str, str]) -> N
             with pytest.raises(asyncio.CancelledError):
                 await task
             for _ in range(50):
+                if server_running(url) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            assert server_running(url) == 0
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_rule_closes_the_stream_and_the_server_aborts(vllm_server: tuple[str, str]) -> None:
+    """What deepconf's online mode relies on: a sample its caller stops is aborted on the server at once."""
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            spec = SamplingSpec(n=1, max_tokens=1500, temperature=1.0, logprobs=5)
+            prompt = engine.render_chat([{"role": "user", "content": "Write a long story."}])
+            started = time.monotonic()
+            generation = await generate(engine, prompt, spec, stop=lambda sample: sample.tokens >= 12)
+            sample = generation.samples[0]
+            assert sample.finish_reason == "stopped" and 12 <= sample.tokens < 40
+            assert sample.logprobs and len(sample.logprobs) == sample.tokens
+            assert all(len(entry.top) >= 5 for entry in sample.logprobs)
+            for _ in range(25):
+                if server_running(url) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            assert server_running(url) == 0
+            assert time.monotonic() - started < 20  # 1500 tokens would take far longer
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_remote_engine_reports_the_servers_load(vllm_server: tuple[str, str]) -> None:
+    """auto's load reading on a remote engine: vLLM's gauges from the server's /metrics."""
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            idle = await engine.load()
+            assert idle.running == 0 and idle.waiting == 0 and "1 server" in idle.source
+            spec = SamplingSpec(n=4, max_tokens=1500, temperature=1.0)
+            prompt = engine.render_chat([{"role": "user", "content": "Write a long story."}])
+
+            async def consume() -> None:
+                async for _ in engine.stream(prompt, spec, StreamState()):
+                    pass
+
+            task = asyncio.create_task(consume())
+            busy = idle
+            for _ in range(50):
+                await asyncio.sleep(0.2)
+                busy = await engine.load()
+                if busy.running + busy.waiting >= 4:
+                    break
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert busy.running + busy.waiting >= 4  # each of the n samples is a sequence
+            assert 0.0 < busy.kv_cache_usage <= 1.0
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_deepconf_online_on_the_remote_engine(vllm_server: tuple[str, str]) -> None:
+    """deepconf's online mode on the remote engine: traces stopped mid-way, all their tokens charged."""
+    url, model_dir = vllm_server
+
+    async def scenario() -> None:
+        engine = remote(url, model_dir)
+        try:
+            question = (
+                "A shop sells 14 boxes of 6 pens and 9 single pens. How many pens is that? "
+                "Give the final answer as a number after 'The answer is'."
+            )
+            task = Task(
+                prompt=engine.render_chat([{"role": "user", "content": question}]),
+                question=question,
+                params={"n": 8, "warmup": 4, "keep_percent": 10, "window": 8, "consensus": 1.0},
+                sampling=SamplingSpec(max_tokens=96, seed=7),
+                answer=AnswerSpec("number"),
+                settings=Settings(),
+            )
+            budget = BudgetTracker(BudgetLimits(tokens=900), engine.shape, Hardware("test", 1e15, 1e12))
+            result = await deepconf.run(task, engine, None, budget)
+            details = result.details
+            assert details["traces_stopped"] >= 1 and budget.spend.engine_requests_stopped >= 1
+            assert budget.spend.completion_tokens == details["trace_tokens"] <= 900
+            assert all(t["tokens"] < 96 for t in details["traces"] if t["finish_reason"] == "stopped")
+            for _ in range(25):
                 if server_running(url) == 0:
                     break
                 await asyncio.sleep(0.2)
