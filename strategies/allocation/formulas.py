@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,15 @@ def best_resampling_k(
 
 def plurality_win(samples: int, p: float, wrong: Sequence[float]) -> float:
     """P(the correct answer wins the vote of `samples` draws); ties are broken uniformly at random.
+
+    Cached: the batch allocator re-prices every prompt's ladder every round, always at the same few rates.
+    """
+    return _plurality_win(samples, p, tuple(wrong))
+
+
+@lru_cache(maxsize=65536)
+def _plurality_win(samples: int, p: float, wrong: tuple[float, ...]) -> float:
+    """plurality_win, on hashable arguments.
 
     Each draw is correct with probability p, the i-th distinct wrong answer with probability wrong[i], and
     otherwise something that never wins (unparsable, or one of many scattered wrong answers). Exact: for every
