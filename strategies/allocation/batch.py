@@ -115,7 +115,9 @@ class Remaining:
     eflops: float | None
 
     def fits(self, eflops: float, tokens: int) -> bool:
-        return (self.tokens is None or tokens <= self.tokens) and (self.eflops is None or eflops <= self.eflops)
+        return (self.tokens is None or tokens <= self.tokens) and (
+            self.eflops is None or eflops <= self.eflops
+        )
 
     def take(self, eflops: float, tokens: int) -> None:
         if self.tokens is not None:
@@ -202,13 +204,18 @@ def _sized(situation: Situation, samples: int) -> tuple[float, float, int]:
     return eflops, worst, tokens
 
 
-def next_step(key: str, situation: Situation, rule: Rule) -> Step | None:
+def rule_of(situation: Situation) -> Rule:
+    """The vote a prompt's samples go to: judge-weighted with a verifier (its ceiling in the closed form),
+    plurality without."""
+    return "weighted" if situation.verifier is not None and situation.calibration is not None else "majority"
+
+
+def next_step(key: str, situation: Situation) -> Step | None:
     """The next rung of auto's best-of-N ladder for this prompt (None: no bigger plan within max_samples).
     `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
     k = situation.probe_samples
-    ladder: list[Plan] = [
-        plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule
-    ]
+    rule = rule_of(situation)
+    ladder: list[Plan] = [plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule]
     now = next((plan.accuracy for plan in ladder if plan.samples == k), 0.0)
     bigger = sorted((plan for plan in ladder if plan.samples > k), key=lambda plan: plan.samples)
     if not bigger:
@@ -240,7 +247,6 @@ def plan_round(
     limits: Remaining,
     rules: Rules,
     fairness: Fairness,
-    rule: Rule,
 ) -> list[Step]:
     """This round's steps, best predicted gain per eFLOP first, within `round_share` of what is `left` (at
     least one step when any fits), each prompt within its maximum share of the batch's `limits`. Prompts
@@ -253,7 +259,7 @@ def plan_round(
         if ledger.samples >= rules.max_samples:
             ledger.stop("capped", f"reached allocation.max_samples ({rules.max_samples})")
             continue
-        step = next_step(ledger.key, situation, rule)
+        step = next_step(ledger.key, situation)
         if step is None:
             ledger.stop("capped", "no larger plan within the sample limit")
             continue
@@ -283,7 +289,9 @@ def plan_round(
             if not within_share(step):
                 smaller = _largest_fitting(step, situation, within_share)
                 if smaller is None:
-                    ledger.stop("capped", f"reached its maximum share ({fairness.max_share}) of the batch budget")
+                    ledger.stop(
+                        "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
+                    )
                     continue
                 step = smaller
         candidates.append((step, situation, ledger))
@@ -379,7 +387,9 @@ def observed_wrong_shares(
     if others <= 0:
         return list(prior)
     observed = ranked[1:3] + [0] * (3 - len(ranked[1:3]) - 1)
-    return [(count + weight * share) / (others + weight) for count, share in zip(observed, prior, strict=False)]
+    return [
+        (count + weight * share) / (others + weight) for count, share in zip(observed, prior, strict=False)
+    ]
 
 
 def _charge(ledgers: dict[str, Ledger], pools: dict[str, list[Candidate]], drawn: dict[str, Drawn]) -> None:
@@ -398,7 +408,6 @@ async def allocate(
     limits: Remaining,
     rules: Rules,
     fairness: Fairness,
-    rule: Rule,
     profile: Profile | None,
     expired: Callable[[], bool] = lambda: False,
     progress: Progress | None = None,
@@ -437,7 +446,7 @@ async def allocate(
                     ledger.stop("budget", "its probe brought no sample")
                     continue
                 views.append((ledger, situation_of(prompt, pools[prompt.key], profile)[0]))
-        steps = plan_round(views, left(), limits, rules, fairness, rule)
+        steps = plan_round(views, left(), limits, rules, fairness)
         if not steps:
             ended = "the batch budget left could not pay for its next sample"
             break
@@ -451,6 +460,7 @@ async def allocate(
         if pools[prompt.key]:
             situation, estimate = situation_of(prompt, pools[prompt.key], profile)
             ledger.p = estimate.p
+            rule = rule_of(situation)
             ladder = [p for p in best_of_n_plans(situation) if p.params.get("selection") == rule]
             ledger.predicted_accuracy = next(
                 (p.accuracy for p in ladder if p.samples == len(pools[prompt.key])), ledger.predicted_accuracy

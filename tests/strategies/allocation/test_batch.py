@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
 
 import pytest
 
@@ -78,18 +77,14 @@ class Simulation:
     async def draw(self, steps: list[tuple[str, int]]) -> dict[str, Drawn]:
         # what the tracker would reserve for these calls at once must fit what is left
         left = self.left()
-        worst = sum(
-            worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, n, MAX_TOKENS, True) for _, n in steps
-        )
+        worst = sum(worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, n, MAX_TOKENS, True) for _, n in steps)
         assert left.fits(worst, sum(n * MAX_TOKENS for _, n in steps))
         out = {}
         for key, n in steps:
             candidates = []
             for _ in range(n):
-                if self.rng.random() < self.rates[key]:
-                    answer = "right"
-                else:
-                    answer = f"w{self.rng.randrange(8)}"
+                right = self.rng.random() < self.rates[key]
+                answer = "right" if right else f"w{self.rng.randrange(8)}"
                 candidates.append(Candidate(answer, answer, self.rng.randint(4, MAX_TOKENS)))
             lengths = [c.tokens for c in candidates]
             eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, True)
@@ -102,14 +97,16 @@ class Simulation:
 def run(
     rates: dict[str, float],
     cap: Remaining,
-    rules: Rules = Rules(min_gain=0.002),
-    fairness: Fairness = Fairness(),
+    rules: Rules | None = None,
+    fairness: Fairness | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, Ledger], Simulation]:
     simulation = Simulation(rates, cap, seed)
     prompts = [Prompt(key, base()) for key in rates]
     ledgers, pools = asyncio.run(
-        allocate(prompts, simulation.draw, simulation.left, cap, rules, fairness, "majority", PROFILE)
+        allocate(
+            prompts, simulation.draw, simulation.left, cap, rules or Rules(), fairness or Fairness(), PROFILE
+        )
     )
     for ledger in ledgers:
         assert ledger.samples == len(pools[ledger.key])
@@ -206,5 +203,3 @@ def test_no_prompt_takes_more_than_its_maximum_share(fraction: float) -> None:
 def test_max_samples_caps_one_prompt() -> None:
     ledgers, _ = run({"middling": 0.45}, Remaining(None, per_sample() * 200), rules=Rules(max_samples=8))
     assert ledgers["middling"].samples <= 8
-
-

@@ -1,0 +1,138 @@
+"""POST /v1/solve/batch through the session's real service: one total budget over many problems, never
+exceeded; easy problems (one-digit addition) get fewer samples than middling ones (two-digit addition);
+progress events; bad bodies are 400s in OpenAI's error format."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.api.test_jobs_http import sse_events, wait_for
+
+pytestmark = pytest.mark.engine
+
+SUFFIX = " Answer with just the number."
+
+
+def problems(seed: int, per_family: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(per_family):
+        a, b = rng.randint(1, 4), rng.randint(1, 4)
+        out.append(
+            {"id": f"add1-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
+        )
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        out.append(
+            {"id": f"add2-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
+        )
+    for problem in out:
+        problem["sampling"] = {"max_tokens": 24}
+    return out
+
+
+def run_batch(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    accepted = client.post("/v1/solve/batch", json=body)
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert job["kind"] == "solve.batch" and job["budget"] == body["budget"]
+    done = wait_for(client, job["id"], ("succeeded", "failed", "cancelled"), seconds=600)
+    assert done["status"] == "succeeded", done
+    return done
+
+
+def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(client: httpx.Client) -> None:
+    body = {"problems": problems(1, 6), "budget": {"tokens": 2400}}
+    job = run_batch(client, body)
+    result = job["result"]
+    assert result["object"] == "ttc.solve.batch"
+    assert result["usage"]["completion_tokens"] <= 2400
+    assert result["budget"]["requested"]["tokens"] == 2400
+    assert [p["id"] for p in result["problems"]] == [p["id"] for p in body["problems"]]
+    assert (
+        sum(p["usage"]["completion_tokens"] for p in result["problems"])
+        == result["usage"]["completion_tokens"]
+    )
+    for problem in result["problems"]:
+        allocation = problem["details"]["allocation"]
+        assert problem["samples"] >= 1 and allocation["samples"] == problem["samples"]
+        assert allocation["reason"] and allocation["status"] in ("settled", "hopeless", "capped", "budget")
+        assert allocation["steps"][0]["why"] == "probe"
+        assert problem["correct"] in (True, False)
+
+    def mean_samples(family: str) -> float:
+        chosen = [p["samples"] for p in result["problems"] if p["id"].startswith(family)]
+        return sum(chosen) / len(chosen)
+
+    assert mean_samples("add1") < mean_samples("add2"), result["summary"]
+    summary = result["summary"]
+    assert summary["problems"] == 12 and summary["known_answers"] == 12
+    assert summary["accuracy"] == pytest.approx(summary["correct"] / 12, abs=1e-4)
+    # progress events: problems done, spend and accuracy so far
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
+        seen = sse_events(events)
+    progress = [data for _, event, data in seen if event == "progress"]
+    assert progress and progress[0]["phase"] == "probe"
+    assert progress[-1]["problems_done"] == 12 and progress[-1]["spent"]["completion_tokens"] > 0
+    assert progress[-1]["accuracy_so_far"] is not None
+
+
+def test_an_eflops_cap_holds_with_a_maximum_share(client: httpx.Client) -> None:
+    one = client.post(
+        "/v1/solve",
+        json={"prompt": "What is 3 + 4?" + SUFFIX, "strategy": "best_of_n", "params": {"n": 4}},
+    ).json()
+    cap = one["usage"]["eflops"] * 12  # about four samples per problem for twelve problems
+    body = {
+        "problems": problems(2, 6),
+        "budget": {"eflops": cap},
+        "allocation": {"max_share": 0.25, "probe_samples": 2},
+    }
+    result = run_batch(client, body)["result"]
+    assert 0 < result["usage"]["eflops"] <= cap
+    assert all(p["usage"]["eflops"] <= 0.25 * cap or p["samples"] == 1 for p in result["problems"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"problems": [{"prompt": "Hi"}]}, "budget"),
+        ({"problems": [], "budget": {"tokens": 100}}, "problems"),
+        ({"problems": [{"prompt": "Hi", "messages": [{"role": "user", "content": "Hi"}]}], "budget": {"tokens": 99}}, None),
+        ({"problems": [{"prompt": "Hi", "strategy": "best_of_n"}], "budget": {"tokens": 99}}, None),
+        ({"problems": [{"prompt": "Hi", "budget": {"tokens": 5}}], "budget": {"tokens": 99}}, None),
+        ({"problems": [{"prompt": "Hi"}], "budget": {"seconds": 9}}, None),
+        ({"problems": [{"prompt": "Hi"}], "budget": {"tokens": 99}, "allocation": {"min_samples": 0}}, None),
+        ({"problems": [{"prompt": "Hi", "id": "a"}, {"prompt": "Ho", "id": "a"}], "budget": {"tokens": 99}}, None),
+        ({"problems": [{"prompt": "Hi", "params": {"nope": 1}}], "budget": {"tokens": 99}}, "problems.0.params.nope"),
+        ({"problems": [{"prompt": "Hi", "sampling": {"max_tokens": 24}}] * 10, "budget": {"tokens": 100}}, "budget"),
+    ],
+)  # fmt: skip
+def test_bad_bodies_are_openai_style_400s(
+    client: httpx.Client, body: dict[str, Any], param: str | None
+) -> None:
+    response = client.post("/v1/solve/batch", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+
+
+def test_a_tight_budget_with_abstention_allowed_answers_some_and_abstains_on_the_rest(
+    client: httpx.Client,
+) -> None:
+    body = {
+        "problems": [
+            {"prompt": f"What is {i} + 1?{SUFFIX}", "sampling": {"max_tokens": 24}} for i in range(6)
+        ],
+        "budget": {"tokens": 24 * 3},
+        "allocation": {"allow_abstain": True},
+    }
+    result = run_batch(client, body)["result"]
+    assert result["usage"]["completion_tokens"] <= 72
+    statuses = [p["details"]["allocation"]["status"] for p in result["problems"]]
+    assert statuses.count("unfunded") == 3 and result["summary"]["abstained"] >= 3
