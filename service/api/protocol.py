@@ -1035,3 +1035,82 @@ class BatchSolveResponse(BaseModel):
     summary: BatchSummary = Field(..., description="Batch totals.")
     usage: Usage = Field(..., description="What the whole batch spent.")
     budget: BudgetReport = Field(..., description="The batch's caps and spend side by side.")
+
+
+class FileObject(BaseModel):
+    """OpenAI's file object (POST /v1/files with purpose `batch`; batch output files)."""
+
+    id: str = Field(..., description="File id.")
+    object: Literal["file"] = "file"
+    bytes: int = Field(..., description="Size in bytes.")
+    created_at: int = Field(..., description="Unix time.")
+    expires_at: int | None = Field(None, description="Unix time it is forgotten (TTC_JOB_TTL_SECONDS).")
+    filename: str = Field(..., description="The uploaded name.")
+    purpose: Literal["batch", "batch_output"] = Field(..., description="batch (input) or batch_output.")
+    status: Literal["processed"] = Field("processed", description="Always processed (stored at once).")
+
+
+class BatchTTC(Strict):
+    """The batch's one total budget and its allocation options (`extra_body={"ttc": {...}}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: BudgetSpec = Field(..., description="Hard caps for the whole batch, as in POST /v1/solve/batch.")
+    allocation: BatchAllocation = Field(
+        default_factory=BatchAllocation, description="How the budget is shared (fairness, stopping)."
+    )
+
+
+class BatchCreate(RequestBody):
+    """OpenAI's POST /v1/batches, plus `ttc` (the total budget): runs as a /v1/solve/batch job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(
+        ..., min_length=1, max_length=128, description="A file uploaded with purpose batch."
+    )
+    endpoint: Literal["/v1/chat/completions"] = Field(..., description="Only chat completions.")
+    completion_window: Literal["24h"] = Field(
+        ..., description="Only 24h (it runs as soon as a worker is free)."
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="Kept and returned."
+    )
+    output_expires_after: dict[str, Any] | None = Field(
+        None, description="Accepted; outputs expire after TTC_JOB_TTL_SECONDS."
+    )
+    ttc: BatchTTC | None = Field(
+        None, description="Required: the total budget (the openai client sends it with extra_body)."
+    )
+
+
+class BatchRequestCounts(BaseModel):
+    total: int = Field(..., description="Requests in the input file.")
+    completed: int = Field(..., description="Requests answered.")
+    failed: int = Field(..., description="Requests that failed.")
+
+
+class BatchObject(BaseModel):
+    """OpenAI's batch object, for a batch job."""
+
+    id: str = Field(..., description="Batch id (the id of its job in /v1/jobs too).")
+    object: Literal["batch"] = "batch"
+    endpoint: str = Field(..., description="The endpoint every request line names.")
+    errors: dict[str, Any] | None = Field(None, description="Why it failed, OpenAI-style.")
+    input_file_id: str = Field(..., description="The input file.")
+    completion_window: str = Field(..., description="24h.")
+    status: Literal["validating", "in_progress", "completed", "failed", "cancelled"] = Field(
+        ..., description="validating (queued), in_progress, completed, failed or cancelled."
+    )
+    output_file_id: str | None = Field(None, description="Once completed: the output file (JSONL).")
+    error_file_id: str | None = Field(None, description="Never set: failed requests fail the batch.")
+    created_at: int = Field(..., description="Unix time.")
+    in_progress_at: int | None = Field(None, description="Unix time its run started.")
+    expires_at: int | None = Field(None, description="Unix time its record is forgotten.")
+    completed_at: int | None = Field(None, description="Unix time it completed.")
+    failed_at: int | None = Field(None, description="Unix time it failed.")
+    cancelled_at: int | None = Field(None, description="Unix time it was cancelled.")
+    request_counts: BatchRequestCounts = Field(..., description="Requests by outcome.")
+    metadata: dict[str, str] | None = Field(None, description="As given.")
+    usage: dict[str, Any] | None = Field(None, description="Once completed: what the whole batch spent.")
+    ttc: dict[str, Any] | None = Field(None, description="The total budget, and once completed the summary.")

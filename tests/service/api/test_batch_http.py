@@ -4,7 +4,10 @@ progress events; bad bodies are 400s in OpenAI's error format."""
 
 from __future__ import annotations
 
+import json
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -136,3 +139,114 @@ def test_a_tight_budget_with_abstention_allowed_answers_some_and_abstains_on_the
     assert result["usage"]["completion_tokens"] <= 72
     statuses = [p["details"]["allocation"]["status"] for p in result["problems"]]
     assert statuses.count("unfunded") == 3 and result["summary"]["abstained"] >= 3
+
+
+def test_the_openai_batch_file_form_through_the_openai_client(
+    service_url: str, client: httpx.Client, tmp_path: Path
+) -> None:
+    from openai import BadRequestError, NotFoundError, OpenAI
+
+    openai = OpenAI(base_url=f"{service_url}/v1", api_key="unused", max_retries=0)
+    model = client.get("/v1/models").json()["data"][0]["id"]
+    rows = []
+    for problem in problems(3, 3):
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": problem["prompt"]}],
+            "max_tokens": 24,
+            "ttc": {"answer": {"type": "number"}},
+        }
+        rows.append(
+            {"custom_id": problem["id"], "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with path.open("rb") as handle:
+        uploaded = openai.files.create(file=handle, purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes == path.stat().st_size
+    assert openai.files.retrieve(uploaded.id).id == uploaded.id
+    batch = openai.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"run": "test"},
+        extra_body={"ttc": {"budget": {"tokens": 800}}},
+    )
+    assert batch.status in ("validating", "in_progress") and batch.metadata == {"run": "test"}
+    deadline = time.monotonic() + 600
+    while batch.status not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = openai.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.request_counts is not None and batch.request_counts.completed == len(rows)
+    assert batch.output_file_id is not None
+    output = [json.loads(line) for line in openai.files.content(batch.output_file_id).text.splitlines()]
+    assert [line["custom_id"] for line in output] == [row["custom_id"] for row in rows]
+    spent = 0
+    for line in output:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        completion = line["response"]["body"]
+        assert (
+            completion["object"] == "chat.completion"
+            and completion["choices"][0]["message"]["role"] == "assistant"
+        )
+        allocation = completion["ttc"]["details"]["allocation"]
+        assert allocation["samples"] >= 1 and allocation["reason"]
+        spent += completion["usage"]["completion_tokens"]
+    job = client.get(f"/v1/jobs/{batch.id}").json()  # the batch is a job like any other
+    assert job["kind"] == "openai.batch" and job["usage"]["completion_tokens"] <= 800
+    assert spent == job["usage"]["completion_tokens"]
+    # no total budget: refused before anything runs; a batch that does not exist is a 404
+    with pytest.raises(BadRequestError) as refused:
+        openai.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert refused.value.body is not None and "budget" in str(refused.value.body)
+    with pytest.raises(NotFoundError):
+        openai.batches.retrieve("job-nonexistent")
+
+
+def test_a_batch_can_be_cancelled_and_a_bad_batch_file_is_a_400(client: httpx.Client) -> None:
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}
+    good = {"messages": [{"role": "user", "content": "What is 12 + 30?" + SUFFIX}], "max_tokens": 24}
+    cases = [
+        ("not json\n", "line 1"),
+        (json.dumps({**line, "body": {**good, "ttc": {"budget": {"tokens": 5}}}}) + "\n", "budget"),
+        (json.dumps({**line, "url": "/v1/completions", "body": good}) + "\n", "POST /v1/chat/completions"),
+        (json.dumps({**line, "body": good}) + "\n" + json.dumps({**line, "body": good}) + "\n", "custom_id"),
+    ]
+    for content, expected in cases:
+        uploaded = client.post(
+            "/v1/files", files={"file": ("b.jsonl", content.encode())}, data={"purpose": "batch"}
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        response = client.post(
+            "/v1/batches",
+            json={
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+                "ttc": {"budget": {"tokens": 500}},
+            },
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "input_file_id" and expected in error["message"], error
+    wrong_purpose = client.post(
+        "/v1/files", files={"file": ("b.jsonl", b"{}")}, data={"purpose": "fine-tune"}
+    )
+    assert wrong_purpose.status_code == 400 and wrong_purpose.json()["error"]["param"] == "purpose"
+    many = "".join(json.dumps({**line, "custom_id": f"q{i}", "body": good}) + "\n" for i in range(40))
+    uploaded = client.post("/v1/files", files={"file": ("b.jsonl", many.encode())}, data={"purpose": "batch"})
+    created = client.post(
+        "/v1/batches",
+        json={
+            "input_file_id": uploaded.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "ttc": {"budget": {"tokens": 40_000}},
+        },
+    )
+    assert created.status_code == 200, created.text
+    cancelled = client.post(f"/v1/batches/{created.json()['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("cancelled", "completed")
