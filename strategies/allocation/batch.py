@@ -7,9 +7,9 @@ every prompt. Here one cap is shared, so compute can move between prompts:
    in the worst case, and never fewer than the fairness minimum.
 2. Rounds: for every prompt still active, auto's own models price its next step. Its difficulty is
    `difficulty.estimate` on every sample drawn so far (the measured profile while that is the profile's probe
-   size, PassUntil's Beta posterior after), and the step is the next rung of auto's best-of-N plan ladder
+   size, PassUntil's Beta posterior after), and its steps are the bigger rungs of auto's best-of-N plan ladder
    (`plans.best_of_n_plans`: the plurality-vote closed form, or the judge-weighted vote with its verifier
-   ceiling). Its value is the predicted accuracy gain per expected eFLOP.
+   ceiling). A step's value is its predicted accuracy gain per expected eFLOP; the prompt's best one counts.
 3. A round hands out steps best value first until it has reserved `round_share` of what is left (worst cases,
    as the budget tracker reserves them), then every estimate is redone on the new samples.
 4. A prompt whose next step gains less than `min_gain` accuracy per sample stops: *settled* when its vote is
@@ -210,18 +210,29 @@ def rule_of(situation: Situation) -> Rule:
     return "weighted" if situation.verifier is not None and situation.calibration is not None else "majority"
 
 
-def next_step(key: str, situation: Situation) -> Step | None:
-    """The next rung of auto's best-of-N ladder for this prompt (None: no bigger plan within max_samples).
+def next_step(key: str, situation: Situation, min_gain: float = 0.0) -> Step | None:
+    """This prompt's best next step on auto's best-of-N ladder: of the plans with more samples than it has
+    (within max_samples), the one of highest predicted gain per expected eFLOP (one bigger call can beat two
+    small ones when every call reads the weights once per step) among those that gain at least `min_gain`
+    per added sample; when none does, the smallest (it says by how little). None: no bigger plan.
     `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
     k = situation.probe_samples
     rule = rule_of(situation)
-    ladder: list[Plan] = [plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule]
+    ladder: list[Plan] = [
+        plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule
+    ]
     now = next((plan.accuracy for plan in ladder if plan.samples == k), 0.0)
-    bigger = sorted((plan for plan in ladder if plan.samples > k), key=lambda plan: plan.samples)
-    if not bigger:
+    steps = [
+        Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
+        for plan in ladder
+        if plan.samples > k
+    ]
+    if not steps:
         return None
-    plan = bigger[0]
-    return Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
+    worth = [step for step in steps if step.gain / step.samples >= min_gain]
+    if not worth:
+        return min(steps, key=lambda step: step.samples)
+    return max(worth, key=lambda step: (step.value, -step.samples))
 
 
 def shrink(step: Step, situation: Situation, samples: int) -> Step:
@@ -259,7 +270,7 @@ def plan_round(
         if ledger.samples >= rules.max_samples:
             ledger.stop("capped", f"reached allocation.max_samples ({rules.max_samples})")
             continue
-        step = next_step(ledger.key, situation)
+        step = next_step(ledger.key, situation, rules.min_gain)
         if step is None:
             ledger.stop("capped", "no larger plan within the sample limit")
             continue

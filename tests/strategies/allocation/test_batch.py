@@ -84,7 +84,7 @@ class Simulation:
             candidates = []
             for _ in range(n):
                 right = self.rng.random() < self.rates[key]
-                answer = "right" if right else f"w{self.rng.randrange(8)}"
+                answer = "right" if right else f"w{self.rng.randrange(20)}"
                 candidates.append(Candidate(answer, answer, self.rng.randint(4, MAX_TOKENS)))
             lengths = [c.tokens for c in candidates]
             eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, True)
