@@ -218,9 +218,7 @@ def next_step(key: str, situation: Situation, min_gain: float = 0.0) -> Step | N
     `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
     k = situation.probe_samples
     rule = rule_of(situation)
-    ladder: list[Plan] = [
-        plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule
-    ]
+    ladder: list[Plan] = [plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule]
     now = next((plan.accuracy for plan in ladder if plan.samples == k), 0.0)
     steps = [
         Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)

@@ -1,6 +1,6 @@
 """POST /v1/solve/batch through the session's real service: one total budget over many problems, never
-exceeded; easy problems (one-digit addition) get fewer samples than middling ones (two-digit addition);
-progress events; bad bodies are 400s in OpenAI's error format."""
+exceeded; easy and hopeless problems get fewer samples than middling ones; progress events; bad bodies are
+400s in OpenAI's error format; the same batch from the openai client's batch file."""
 
 from __future__ import annotations
 
@@ -21,16 +21,24 @@ SUFFIX = " Answer with just the number."
 
 
 def problems(seed: int, per_family: int) -> list[dict[str, Any]]:
+    """Easy (the model copies a number), middling (one-digit addition, which this 135M model gets right about
+    half the time) and hopeless (three-digit addition, almost never right, answers scattered) problems. Two-digit
+    addition is not the middling kind here: its pass@1 is 7% (README, scaling benchmark), so for this model it
+    is mostly hopeless, and the allocator rightly gives it little."""
     rng = random.Random(seed)
     out = []
     for i in range(per_family):
+        a = rng.randint(2, 9)
+        out.append(
+            {"id": f"easy-{i}", "prompt": f"Repeat the number {a}.{SUFFIX}", "reference_answer": str(a)}
+        )
         a, b = rng.randint(1, 4), rng.randint(1, 4)
         out.append(
             {"id": f"add1-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
         )
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        a, b = rng.randint(100, 999), rng.randint(100, 999)
         out.append(
-            {"id": f"add2-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
+            {"id": f"add3-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
         )
     for problem in out:
         problem["sampling"] = {"max_tokens": 24}
@@ -47,13 +55,15 @@ def run_batch(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
-def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(client: httpx.Client) -> None:
-    body = {"problems": problems(1, 6), "budget": {"tokens": 2400}}
+def test_a_batch_never_exceeds_its_budget_and_moves_samples_to_middling_problems(
+    client: httpx.Client,
+) -> None:
+    body = {"problems": problems(1, 6), "budget": {"tokens": 4000}}
     job = run_batch(client, body)
     result = job["result"]
     assert result["object"] == "ttc.solve.batch"
-    assert result["usage"]["completion_tokens"] <= 2400
-    assert result["budget"]["requested"]["tokens"] == 2400
+    assert result["usage"]["completion_tokens"] <= 4000
+    assert result["budget"]["requested"]["tokens"] == 4000
     assert [p["id"] for p in result["problems"]] == [p["id"] for p in body["problems"]]
     assert (
         sum(p["usage"]["completion_tokens"] for p in result["problems"])
@@ -70,16 +80,17 @@ def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(cl
         chosen = [p["samples"] for p in result["problems"] if p["id"].startswith(family)]
         return sum(chosen) / len(chosen)
 
-    assert mean_samples("add1") < mean_samples("add2"), result["summary"]
+    samples = {f: mean_samples(f) for f in ("easy", "add1", "add3")}
+    assert samples["easy"] < samples["add1"] and samples["add3"] < samples["add1"], samples
     summary = result["summary"]
-    assert summary["problems"] == 12 and summary["known_answers"] == 12
-    assert summary["accuracy"] == pytest.approx(summary["correct"] / 12, abs=1e-4)
+    assert summary["problems"] == 18 and summary["known_answers"] == 18
+    assert summary["accuracy"] == pytest.approx(summary["correct"] / 18, abs=1e-4)
     # progress events: problems done, spend and accuracy so far
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
         seen = sse_events(events)
     progress = [data for _, event, data in seen if event == "progress"]
     assert progress and progress[0]["phase"] == "probe"
-    assert progress[-1]["problems_done"] == 12 and progress[-1]["spent"]["completion_tokens"] > 0
+    assert progress[-1]["problems_done"] == 18 and progress[-1]["spent"]["completion_tokens"] > 0
     assert progress[-1]["accuracy_so_far"] is not None
 
 
@@ -88,7 +99,8 @@ def test_an_eflops_cap_holds_with_a_maximum_share(client: httpx.Client) -> None:
         "/v1/solve",
         json={"prompt": "What is 3 + 4?" + SUFFIX, "strategy": "best_of_n", "params": {"n": 4}},
     ).json()
-    cap = one["usage"]["eflops"] * 12  # about four samples per problem for twelve problems
+    # a few calls per problem (a call's worst case, every sample at max_tokens, is what the tracker reserves)
+    cap = one["usage"]["eflops"] * 18 * 5
     body = {
         "problems": problems(2, 6),
         "budget": {"eflops": cap},
