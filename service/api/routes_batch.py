@@ -37,13 +37,12 @@ from service.runtime.budget import BudgetLimits, BudgetTracker
 from service.runtime.engine import SamplingSpec, count_prompt_tokens
 from service.runtime.errors import InvalidRequest
 from service.store import allocation as store
-from strategies.allocation.batch import Fairness, Remaining, Rules, probe_sizes
-from strategies.allocation.costs import CallShape as PlanCall
-from strategies.allocation.costs import SecondsModel, call_worst_eflops
+from strategies.allocation.batch import Fairness, Remaining, Rules, require_minimum
+from strategies.allocation.costs import SecondsModel
 from strategies.allocation.profiles import load_profiles
 from strategies.allocator import AutoParams, seconds_model
 from strategies.base import Result, Task, parse_params
-from strategies.batch import BatchItem, Outcome, run_batch
+from strategies.batch import BatchItem, Outcome, base_situation, run_batch
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
 
@@ -126,18 +125,13 @@ async def prepare_items(
     return items
 
 
-def check_minimum(items: list[BatchItem], budget: BudgetTracker, rules: Rules, fairness: Fairness) -> None:
-    """The fairness minimum must be payable for every problem (worst case), unless abstention is allowed:
-    the allocator's own probe sizing says so (BudgetExhausted, a 400, otherwise)."""
-
-    def worst(index: int, samples: int) -> tuple[float, int]:
-        item = items[index]
-        call = PlanCall(item.prompt_tokens, samples, 0.0, item.task.sampling.max_tokens)
-        eflops = call_worst_eflops(budget.shape, budget.hardware, call, budget.count_weight_loading)
-        return eflops, samples * item.task.sampling.max_tokens
-
-    floor = Rules(probe_samples=1, max_samples=rules.max_samples)
-    probe_sizes(len(items), worst, Remaining(budget.limits.tokens, budget.limits.eflops), floor, fairness)
+def check_minimum(
+    items: list[BatchItem], budget: BudgetTracker, max_samples: int, fairness: Fairness
+) -> None:
+    """The fairness minimum must be payable for every problem (expected cost), unless abstention is allowed:
+    the allocator's own rule (BudgetExhausted, a 400, otherwise)."""
+    bases = [base_situation(item, budget, SecondsModel(), max_samples) for item in items]
+    require_minimum(bases, Remaining(budget.limits.tokens, budget.limits.eflops), fairness)
 
 
 def batch_limits(body: BatchSolveRequest, state: ServiceState, tenant: Tenant) -> BudgetLimits:
@@ -167,7 +161,7 @@ async def validate(state: ServiceState, body: BatchSolveRequest, tenant: Tenant)
     budget = tracker(state, batch_limits(body, state, tenant), tenant)
     items = await prepare_items(state, body.problems, budget, lambda index: f"problems.{index}")
     rules, fairness = rules_of(body)
-    check_minimum(items, budget, rules, fairness)
+    check_minimum(items, budget, min(rules.max_samples, state.settings.max_samples), fairness)
 
 
 async def solve_batch(

@@ -181,6 +181,24 @@ def probe_sizes(
     return sizes
 
 
+def require_minimum(bases: Sequence[Situation], limits: Remaining, fairness: Fairness) -> None:
+    """Refuse a batch whose budget cannot be expected to pay `min_samples` for every prompt (at half their
+    max_tokens, the length the allocator expects before any sample), unless abstention is allowed. Worst
+    cases (every sample at max_tokens) would refuse most budgets a best-of-N of actual lengths spends, and the
+    probe is drawn in waves: what one wave does not spend of its reservation pays the next."""
+    if fairness.allow_abstain:
+        return
+    floor = max(fairness.min_samples, 1)
+    eflops = sum(_sized(base, floor)[0] for base in bases)
+    tokens = sum(floor * max(base.max_tokens // 2, 1) for base in bases)
+    if not limits.fits(eflops, tokens):
+        raise BudgetExhausted(
+            f"The batch budget cannot be expected to pay for {floor} sample(s) of each of the {len(bases)} "
+            "problems; raise the budget, lower allocation.min_samples, or set allocation.allow_abstain.",
+            param="budget",
+        )
+
+
 def share_cap(limits: Remaining, fairness: Fairness) -> Remaining | None:
     """One prompt's most, on each capped axis (None: no maximum share)."""
     if fairness.max_share is None:
@@ -431,15 +449,30 @@ async def allocate(
         _, eflops, tokens = _sized(prompts[index].base, samples)
         return eflops, tokens
 
-    sizes = probe_sizes(len(prompts), worst, left(), rules, fairness, share_cap(limits, fairness))
-    for prompt, size in zip(prompts, sizes, strict=True):
-        if size == 0:
-            ledgers[prompt.key].stop("unfunded", "abstained: the batch budget could not pay a sample for it")
-    probe = [(p.key, size) for p, size in zip(prompts, sizes, strict=True) if size > 0]
-    if probe:
-        _charge(ledgers, pools, await draw(probe))
-    for key, size in probe:
-        ledgers[key].steps.append({"round": 0, "samples": size, "why": "probe"})
+    require_minimum([prompt.base for prompt in prompts], limits, fairness)
+    # The probe, in waves: all at once when every probe's worst case fits; else the minimum for as many as
+    # fit (cheapest first), then again with what the finished calls did not spend.
+    waves = Fairness(fairness.min_samples, fairness.max_share, allow_abstain=True)
+    unprobed = list(range(len(prompts)))
+    while unprobed:
+        if expired():
+            break
+
+        def worst_of(index: int, samples: int, order: list[int] = unprobed) -> tuple[float, int]:
+            return worst(order[index], samples)
+
+        sizes = probe_sizes(len(unprobed), worst_of, left(), rules, waves, share_cap(limits, fairness))
+        wave = [(prompts[i].key, size) for i, size in zip(unprobed, sizes, strict=True) if size > 0]
+        if not wave:
+            break
+        _charge(ledgers, pools, await draw(wave))
+        for key, size in wave:
+            ledgers[key].steps.append({"round": 0, "samples": size, "why": "probe"})
+        unprobed = [i for i, size in zip(unprobed, sizes, strict=True) if size == 0]
+    for index in unprobed:
+        ledgers[prompts[index].key].stop(
+            "unfunded", "abstained: the batch budget ran out before it could pay this problem's first sample"
+        )
     if progress is not None:
         progress("probe", 0, list(ledgers.values()))
     ended = f"reached allocation.max_rounds ({rules.max_rounds}) before its next sample"

@@ -137,7 +137,7 @@ def test_bad_bodies_are_openai_style_400s(
         assert error["param"] == param, error
 
 
-def test_a_tight_budget_with_abstention_allowed_answers_some_and_abstains_on_the_rest(
+def test_a_tight_budget_with_abstention_allowed_stays_within_it(
     client: httpx.Client,
 ) -> None:
     body = {
@@ -148,9 +148,10 @@ def test_a_tight_budget_with_abstention_allowed_answers_some_and_abstains_on_the
         "allocation": {"allow_abstain": True},
     }
     result = run_batch(client, body)["result"]
-    assert result["usage"]["completion_tokens"] <= 72
-    statuses = [p["details"]["allocation"]["status"] for p in result["problems"]]
-    assert statuses.count("unfunded") == 3 and result["summary"]["abstained"] >= 3
+    assert result["usage"]["completion_tokens"] <= 72  # three worst-case samples' worth
+    for problem in result["problems"]:  # the probe goes in waves: what one wave leaves pays the next
+        status = problem["details"]["allocation"]["status"]
+        assert problem["samples"] >= 1 or (status == "unfunded" and problem["abstained"]), problem
 
 
 def test_the_openai_batch_file_form_through_the_openai_client(

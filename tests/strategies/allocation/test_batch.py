@@ -176,7 +176,7 @@ def test_every_prompt_gets_the_minimum_even_when_the_budget_is_tight() -> None:
 def test_a_budget_below_the_minimum_is_refused_unless_abstention_is_allowed() -> None:
     rates = mixed(5)
     one = worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 1, MAX_TOKENS, True)
-    cap = Remaining(None, one * len(rates) * 0.5)
+    cap = Remaining(None, one * len(rates) * 0.3)
     with pytest.raises(BudgetExhausted):
         run(rates, cap)
     ledgers, simulation = run(rates, cap, fairness=Fairness(allow_abstain=True))
