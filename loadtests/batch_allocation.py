@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", default="4,8,16", help="total budgets: uniform best-of-N at these N")
     parser.add_argument("--replays", type=int, default=30, help="random subsets per problem for best-of-N")
     parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip per-prompt auto")
-    parser.add_argument("--concurrency", type=int, default=16, help="auto requests in flight")
+    parser.add_argument("--concurrency", type=int, default=8, help="pool and auto requests in flight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--model-dir", type=Path, default=Path.home() / ".cache/ttc-service/models/SmolLM2-135M-Instruct"
@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     problems = report_problems(args.problems, args.gsm8k_share, args.seed)
     count = len(problems)
-    with running_service(args.url, RESULTS) as url:
+    # one caller: it may hold every engine sequence, and a pool call waits for them rather than being refused
+    env = {"TTC_ADMISSION_KEY_SHARE": "1.0", "TTC_ADMISSION_MAX_WAIT_SECONDS": "900"}
+    with running_service(args.url, RESULTS, env) as url:
         cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
         tokenizer = load_tokenizer(args.model_dir)
         print(

@@ -8,9 +8,10 @@ allocation logic (who gets the next samples, and why) is pure and lives in strat
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from service.runtime.budget import BudgetTracker
 from service.runtime.concurrency import gather_or_cancel
 from service.runtime.cost import generation_eflops
 from service.runtime.engine import Engine
-from service.runtime.errors import BudgetExhausted
+from service.runtime.errors import BudgetExhausted, Rejected
 from service.store.allocation import VerifierCalibration
 from strategies.allocation.batch import (
     Drawn,
@@ -51,6 +52,28 @@ class BatchItem:
     prompt_tokens: int
     calibration: VerifierCalibration | None = None
     reference: str | None = None  # the known answer, for reported accuracy only
+
+
+class SequenceGate:
+    """At most `limit` samples in flight from this batch: a round of hundreds of prompts would otherwise ask
+    the admission queue for more sequences than it holds, and its calls would wait there until refused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.used = 0
+        self.changed = asyncio.Condition()
+
+    async def run(self, samples: int, work: Callable[[], Awaitable[Drawn]]) -> Drawn:
+        need = min(samples, self.limit)
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.used + need <= self.limit)
+            self.used += need
+        try:
+            return await work()
+        finally:
+            async with self.changed:
+                self.used -= need
+                self.changed.notify_all()
 
 
 @dataclass
@@ -101,11 +124,12 @@ def remaining(budget: BudgetTracker) -> Remaining:
 
 async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, count: int) -> Drawn:
     """`count` samples of one prompt through the batch's tracker, scored by its verifier; what they cost.
-    A refusal (the budget or the key's quota ran dry meanwhile) brings nothing rather than failing the batch."""
+    A refusal (the budget, the key's quota or the admission queue) brings nothing rather than failing the
+    batch."""
     spec = dataclasses.replace(item.task.sampling, n=count)
     try:
         generation = await budget.generate(engine, item.task.prompt, spec, prompt_tokens=item.prompt_tokens)
-    except BudgetExhausted:
+    except (BudgetExhausted, Rejected):
         return Drawn([], 0.0, 0)
     candidates = [Candidate.from_sample(sample, item.task.answer) for sample in generation.samples]
     lengths = [sample.tokens for sample in generation.samples]
@@ -151,6 +175,7 @@ async def run_batch(
     seconds: SecondsModel,
     max_samples: int,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    in_flight: int = 64,
 ) -> list[Outcome]:
     """Allocate the batch's budget over its prompts and answer each one (see the module's docstring)."""
     by_key = {item.key: item for item in items}
@@ -162,8 +187,13 @@ async def run_batch(
     limits = Remaining(budget.limits.tokens, budget.limits.eflops)
     pools_seen: dict[str, list[Candidate]] = {item.key: [] for item in items}
 
+    gate = SequenceGate(in_flight)
+
+    def one(key: str, n: int) -> Callable[[], Awaitable[Drawn]]:
+        return lambda: _draw_one(by_key[key], engine, budget, n)
+
     async def draw(steps: list[tuple[str, int]]) -> dict[str, Drawn]:
-        drawn = await gather_or_cancel(*(_draw_one(by_key[key], engine, budget, n) for key, n in steps))
+        drawn = await gather_or_cancel(*(gate.run(n, one(key, n)) for key, n in steps))
         result = {}
         for (key, _), got in zip(steps, drawn, strict=True):
             pools_seen[key].extend(got.candidates)

@@ -195,6 +195,7 @@ async def solve_batch(
                     seconds,
                     min(rules.max_samples, settings.max_samples),
                     progress,
+                    int(settings.admission_max_sequences * settings.admission_key_share),
                 )
         status = "ok"
     finally:

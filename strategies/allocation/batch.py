@@ -454,6 +454,7 @@ async def allocate(
     # fit (cheapest first), then again with what the finished calls did not spend.
     waves = Fairness(fairness.min_samples, fairness.max_share, allow_abstain=True)
     unprobed = list(range(len(prompts)))
+    refused: dict[int, int] = {}
     while unprobed:
         if expired():
             break
@@ -468,7 +469,14 @@ async def allocate(
         _charge(ledgers, pools, await draw(wave))
         for key, size in wave:
             ledgers[key].steps.append({"round": 0, "samples": size, "why": "probe"})
-        unprobed = [i for i, size in zip(unprobed, sizes, strict=True) if size == 0]
+        # a probe that brought nothing (refused: quota, admission) is tried again, twice at most
+        again = []
+        for i, size in zip(unprobed, sizes, strict=True):
+            if size > 0 and not pools[prompts[i].key]:
+                refused[i] = refused.get(i, 0) + 1
+                if refused[i] <= 2:
+                    again.append(i)
+        unprobed = [i for i, size in zip(unprobed, sizes, strict=True) if size == 0] + again
     for index in unprobed:
         ledgers[prompts[index].key].stop(
             "unfunded", "abstained: the batch budget ran out before it could pay this problem's first sample"

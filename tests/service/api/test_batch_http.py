@@ -21,24 +21,19 @@ SUFFIX = " Answer with just the number."
 
 
 def problems(seed: int, per_family: int) -> list[dict[str, Any]]:
-    """Easy (the model copies a number), middling (one-digit addition, which this 135M model gets right about
-    half the time) and hopeless (three-digit addition, almost never right, answers scattered) problems. Two-digit
-    addition is not the middling kind here: its pass@1 is 7% (README, scaling benchmark), so for this model it
-    is mostly hopeless, and the allocator rightly gives it little."""
+    """One-digit additions (easy: the model's samples mostly agree after the probe) and two-digit additions
+    (this 135M model gets them right 7% of the time per sample, README's scaling benchmark, so its samples
+    scatter: the probe says "worth a few more", then most stop as hopeless)."""
     rng = random.Random(seed)
     out = []
     for i in range(per_family):
-        a = rng.randint(2, 9)
-        out.append(
-            {"id": f"easy-{i}", "prompt": f"Repeat the number {a}.{SUFFIX}", "reference_answer": str(a)}
-        )
-        a, b = rng.randint(1, 4), rng.randint(1, 4)
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
         out.append(
             {"id": f"add1-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
         )
-        a, b = rng.randint(100, 999), rng.randint(100, 999)
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
         out.append(
-            {"id": f"add3-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
+            {"id": f"add2-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
         )
     for problem in out:
         problem["sampling"] = {"max_tokens": 24}
@@ -80,8 +75,8 @@ def test_a_batch_never_exceeds_its_budget_and_moves_samples_to_middling_problems
         chosen = [p["samples"] for p in result["problems"] if p["id"].startswith(family)]
         return sum(chosen) / len(chosen)
 
-    samples = {f: mean_samples(f) for f in ("easy", "add1", "add3")}
-    assert samples["easy"] < samples["add1"] and samples["add3"] < samples["add1"], samples
+    samples = {f: mean_samples(f) for f in ("add1", "add2")}
+    assert samples["add1"] < samples["add2"], result["problems"]
     summary = result["summary"]
     assert summary["problems"] == 18 and summary["known_answers"] == 18
     assert summary["accuracy"] == pytest.approx(summary["correct"] / 18, abs=1e-4)
@@ -100,9 +95,9 @@ def test_an_eflops_cap_holds_with_a_maximum_share(client: httpx.Client) -> None:
         json={"prompt": "What is 3 + 4?" + SUFFIX, "strategy": "best_of_n", "params": {"n": 4}},
     ).json()
     # a few calls per problem (a call's worst case, every sample at max_tokens, is what the tracker reserves)
-    cap = one["usage"]["eflops"] * 18 * 5
+    cap = one["usage"]["eflops"] * 12 * 5
     body = {
-        "problems": problems(2, 6),
+        "problems": problems(2, 6),  # twelve
         "budget": {"eflops": cap},
         "allocation": {"max_share": 0.25, "probe_samples": 2},
     }
