@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'uniform best-of-N N=' + str(p['n']):28} {p['accuracy']:9.3f} {p['total_eflops']:14.4g}")
     for batch, auto in zip(batches, autos or [None] * len(batches), strict=True):
         uniform = by_n[batch["n"]]
-        at_same = interpolate(bon, batch["total_eflops"])
+        totals = [{"mean_eflops": p["total_eflops"], "accuracy": p["accuracy"]} for p in bon]
+        at_same = interpolate(totals, batch["total_eflops"])
         row = {
             "budget": batch["budget"],
             "cap_eflops": batch["cap"],
