@@ -15,10 +15,14 @@ from service.api.errors import install_error_handlers
 from service.api.jobs import Handler, JobRunner
 from service.api.jobs_openai import run_chat_job, run_text_job
 from service.api.middleware import BodyLimit, RequestContext
+from service.api.openai_batch import run_openai_batch_job
 from service.api.openapi import install_openapi
 from service.api.routes_allocator import router as allocator_router
+from service.api.routes_batch import router as batch_router
+from service.api.routes_batch import run_batch_job
 from service.api.routes_corpora import router as corpora_router
 from service.api.routes_corpora import run_ingest_job
+from service.api.routes_files import router as files_router
 from service.api.routes_jobs import router as jobs_router
 from service.api.routes_keys import router as keys_router
 from service.api.routes_openai import router as openai_router
@@ -167,6 +171,8 @@ def create_app(
             "corpus.documents": run_ingest_job,
             "chat.completions": run_chat_job,
             "completions": run_text_job,
+            "solve.batch": run_batch_job,  # issue 16: one budget for many problems
+            "openai.batch": run_openai_batch_job,  # the same, from OpenAI's batch file
         }
         runner = JobRunner(state, handlers)
         runner.start()
@@ -200,6 +206,8 @@ def create_app(
     app.include_router(ops_router)  # /healthz, /readyz, /metrics stay open
     user, admin = [Depends(require_user)], [Depends(require_admin)]
     app.include_router(solve_router, dependencies=user)
+    app.include_router(batch_router, dependencies=user)
+    app.include_router(files_router, dependencies=user)
     app.include_router(openai_router, dependencies=user)
     app.include_router(allocator_router, dependencies=admin)
     app.include_router(corpora_router, dependencies=user)  # writes need admin: see routes_corpora

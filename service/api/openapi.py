@@ -53,7 +53,7 @@ def sse_event(data: str) -> dict[str, Any]:
     }
 
 
-IDEMPOTENT = ("/v1/solve", "/v1/chat/completions", "/v1/completions")
+IDEMPOTENT = ("/v1/solve", "/v1/chat/completions", "/v1/completions", "/v1/solve/batch", "/v1/batches")
 
 
 def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
@@ -67,7 +67,7 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
         codes.append("409")  # an Idempotency-Key reused with another body, or still in use
     if "{" in path or path.startswith("/v1/corpora") or path in ("/v1/chat/completions", "/v1/completions"):
         codes.append("404")
-    if path == "/v1/solve":  # a `rag.corpus` that does not exist
+    if path in ("/v1/solve", "/v1/batches"):  # a `rag.corpus` or an input file that does not exist
         codes.append("404")
     if path == "/readyz":
         return ["405", "500", "503"]

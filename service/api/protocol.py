@@ -892,3 +892,252 @@ class Job(BaseModel):
 class JobList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Job] = Field(..., description="The caller's jobs, newest first.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batches (issue 16): POST /v1/solve/batch, and OpenAI's /v1/files + /v1/batches
+# ---------------------------------------------------------------------------------------------------------
+
+
+class BatchAllocation(Strict):
+    """How the batch's one budget is shared between its problems (strategies/allocation/batch.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probe_samples: int = Field(
+        4, ge=1, le=16, description="Samples of every problem's probe (they join its vote)."
+    )
+    min_samples: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Samples every problem gets whatever its estimate (0 needs allow_abstain).",
+    )
+    max_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Largest share of the batch budget one problem may use (min_samples wins).",
+    )
+    allow_abstain: bool = Field(
+        False,
+        description="When the budget cannot pay min_samples for every problem, leave some with none (they "
+        "abstain) instead of refusing the batch.",
+    )
+    min_gain: float = Field(
+        0.002,
+        ge=0,
+        le=1,
+        description="A problem stops (settled or hopeless) when its next step is predicted to add less accuracy "
+        "than this per sample.",
+    )
+    round_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the budget left (worst case) one round may hand out."
+    )
+    max_samples: int = Field(64, ge=1, le=1024, description="Most samples one problem may get.")
+    max_rounds: int = Field(32, ge=1, le=256, description="Most allocation rounds after the probe.")
+
+    @model_validator(mode="after")
+    def _zero_needs_abstain(self) -> BatchAllocation:
+        if self.min_samples == 0 and not self.allow_abstain:
+            raise ValueError("allocation.min_samples 0 needs allocation.allow_abstain true")
+        return self
+
+
+class BatchProblem(RequestBody):
+    """One problem: the /v1/solve body without `budget` (the batch has one), with an optional `id`."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["messages"]}, {"required": ["prompt"]}]}
+    )
+
+    id: str | None = Field(None, min_length=1, max_length=256, description="Your id; default: its position.")
+    model: str | None = Field(None, description="Served model name; optional (there is one model).")
+    messages: list[ChatMessage] | SkipJsonSchema[None] = Field(
+        None, min_length=1, max_length=1024, description="The conversation (OpenAI format); or give `prompt`."
+    )
+    prompt: str | SkipJsonSchema[None] = Field(
+        None, min_length=1, description="A raw question, sent through the chat template; or give `messages`."
+    )
+    strategy: Literal["auto"] = Field(
+        "auto", description="Only `auto`: the batch allocator chooses what every problem gets."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="auto's params; only `family` (the verifier calibration's task family) applies here.",
+    )
+    verifier: VerifierSpec | None = Field(
+        None, description="Verifier that scores candidates (weighted vote)."
+    )
+    answer: AnswerOptions = Field(default_factory=AnswerOptions, description="How final answers are read.")
+    sampling: SamplingOptions = Field(
+        default_factory=SamplingOptions, description="Sampling of each candidate."
+    )
+    return_candidates: bool = Field(False, description="Include every candidate in its result.")
+    reference_answer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4000,
+        description="The known answer, if any: only for `correct` and the accuracy in progress and result; "
+        "the allocator never sees it.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_input(cls, data: Any) -> Any:
+        for key in ("messages", "prompt"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
+        return data
+
+    @model_validator(mode="after")
+    def _one_input(self) -> BatchProblem:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` and `prompt`")
+        return self
+
+
+class BatchSolveRequest(RequestBody):
+    """Many problems, one budget: a background job (202) whose result lists every problem's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Served model name; optional (there is one model).")
+    problems: list[BatchProblem] = Field(..., min_length=1, max_length=10_000, description="The problems.")
+    budget: BudgetSpec = Field(
+        ..., description="Hard caps for the whole batch (tokens, eflops, seconds), as /v1/solve's for one."
+    )
+    allocation: BatchAllocation = Field(
+        default_factory=BatchAllocation, description="How the budget is shared (fairness, stopping)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> BatchSolveRequest:
+        ids = [problem.id for problem in self.problems if problem.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ValueError("problem ids must be unique")
+        if self.budget.tokens is None and self.budget.eflops is None:
+            raise ValueError("the batch budget needs `tokens` or `eflops` (its hard cap)")
+        return self
+
+
+class BatchProblemUsage(BaseModel):
+    eflops: float = Field(..., description="eFLOPs of its samples.")
+    completion_tokens: int = Field(..., description="Tokens of its samples.")
+
+
+class BatchProblemResult(BaseModel):
+    id: str = Field(..., description="The problem's id (its position when none was given).")
+    answer: str | None = Field(..., description="The chosen final answer, null when abstaining.")
+    text: str = Field(..., description="The chosen candidate's text.")
+    abstained: bool = Field(..., description="True when no answer was given.")
+    samples: int = Field(..., description="Samples it got (probe included).")
+    correct: bool | None = Field(None, description="Against `reference_answer`, when one was given.")
+    params: dict[str, Any] = Field(..., description="What ran: best-of-N with its n and vote.")
+    usage: BatchProblemUsage = Field(..., description="What its samples spent.")
+    candidates: list[CandidateOut] | None = Field(None, description="Every candidate, when asked for.")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="`allocation`: what it got, its estimates, and why it stopped."
+    )
+
+
+class BatchSummary(BaseModel):
+    problems: int = Field(..., description="Problems in the batch.")
+    answered: int = Field(..., description="Problems with an answer.")
+    abstained: int = Field(..., description="Problems without one.")
+    samples: int = Field(..., description="Samples drawn over all problems.")
+    rounds: int = Field(..., description="Allocation rounds after the probe.")
+    statuses: dict[str, int] = Field(..., description="Why problems stopped: settled, hopeless, capped, ...")
+    known_answers: int = Field(..., description="Problems with a reference answer.")
+    correct: int = Field(..., description="Of those, answered correctly.")
+    accuracy: float | None = Field(None, description="correct / known_answers.")
+
+
+class BatchSolveResponse(BaseModel):
+    id: str = Field(..., description="Batch id.")
+    object: Literal["ttc.solve.batch"] = "ttc.solve.batch"
+    created: int = Field(..., description="Unix time.")
+    model: str = Field(..., description="Served model.")
+    problems: list[BatchProblemResult] = Field(..., description="Every problem, in the request's order.")
+    summary: BatchSummary = Field(..., description="Batch totals.")
+    usage: Usage = Field(..., description="What the whole batch spent.")
+    budget: BudgetReport = Field(..., description="The batch's caps and spend side by side.")
+
+
+class FileObject(BaseModel):
+    """OpenAI's file object (POST /v1/files with purpose `batch`; batch output files)."""
+
+    id: str = Field(..., description="File id.")
+    object: Literal["file"] = "file"
+    bytes: int = Field(..., description="Size in bytes.")
+    created_at: int = Field(..., description="Unix time.")
+    expires_at: int | None = Field(None, description="Unix time it is forgotten (TTC_JOB_TTL_SECONDS).")
+    filename: str = Field(..., description="The uploaded name.")
+    purpose: Literal["batch", "batch_output"] = Field(..., description="batch (input) or batch_output.")
+    status: Literal["processed"] = Field("processed", description="Always processed (stored at once).")
+
+
+class BatchTTC(Strict):
+    """The batch's one total budget and its allocation options (`extra_body={"ttc": {...}}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: BudgetSpec = Field(..., description="Hard caps for the whole batch, as in POST /v1/solve/batch.")
+    allocation: BatchAllocation = Field(
+        default_factory=BatchAllocation, description="How the budget is shared (fairness, stopping)."
+    )
+
+
+class BatchCreate(RequestBody):
+    """OpenAI's POST /v1/batches, plus `ttc` (the total budget): runs as a /v1/solve/batch job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(
+        ..., min_length=1, max_length=128, description="A file uploaded with purpose batch."
+    )
+    endpoint: Literal["/v1/chat/completions"] = Field(..., description="Only chat completions.")
+    completion_window: Literal["24h"] = Field(
+        ..., description="Only 24h (it runs as soon as a worker is free)."
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="Kept and returned."
+    )
+    output_expires_after: dict[str, Any] | None = Field(
+        None, description="Accepted; outputs expire after TTC_JOB_TTL_SECONDS."
+    )
+    ttc: BatchTTC | None = Field(
+        None, description="Required: the total budget (the openai client sends it with extra_body)."
+    )
+
+
+class BatchRequestCounts(BaseModel):
+    total: int = Field(..., description="Requests in the input file.")
+    completed: int = Field(..., description="Requests answered.")
+    failed: int = Field(..., description="Requests that failed.")
+
+
+class BatchObject(BaseModel):
+    """OpenAI's batch object, for a batch job."""
+
+    id: str = Field(..., description="Batch id (the id of its job in /v1/jobs too).")
+    object: Literal["batch"] = "batch"
+    endpoint: str = Field(..., description="The endpoint every request line names.")
+    errors: dict[str, Any] | None = Field(None, description="Why it failed, OpenAI-style.")
+    input_file_id: str = Field(..., description="The input file.")
+    completion_window: str = Field(..., description="24h.")
+    status: Literal["validating", "in_progress", "completed", "failed", "cancelled"] = Field(
+        ..., description="validating (queued), in_progress, completed, failed or cancelled."
+    )
+    output_file_id: str | None = Field(None, description="Once completed: the output file (JSONL).")
+    error_file_id: str | None = Field(None, description="Never set: failed requests fail the batch.")
+    created_at: int = Field(..., description="Unix time.")
+    in_progress_at: int | None = Field(None, description="Unix time its run started.")
+    expires_at: int | None = Field(None, description="Unix time its record is forgotten.")
+    completed_at: int | None = Field(None, description="Unix time it completed.")
+    failed_at: int | None = Field(None, description="Unix time it failed.")
+    cancelled_at: int | None = Field(None, description="Unix time it was cancelled.")
+    request_counts: BatchRequestCounts = Field(..., description="Requests by outcome.")
+    metadata: dict[str, str] | None = Field(None, description="As given.")
+    usage: dict[str, Any] | None = Field(None, description="Once completed: what the whole batch spent.")
+    ttc: dict[str, Any] | None = Field(None, description="The total budget, and once completed the summary.")

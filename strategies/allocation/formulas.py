@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,15 @@ def plurality_win(samples: int, p: float, wrong: Sequence[float]) -> float:
     Each draw is correct with probability p, the i-th distinct wrong answer with probability wrong[i], and
     otherwise something that never wins (unparsable, or one of many scattered wrong answers). Exact: for every
     count k of correct draws, the wrong answers' counts are a multinomial over the other draws, counted by
-    a dynamic programme over (draws used, number of wrong answers tied at k).
+    a dynamic programme over (draws used, number of wrong answers tied at k). Cached: the batch allocator
+    re-prices every prompt's ladder every round, always at the same few rates.
     """
+    return _plurality_win(samples, p, tuple(wrong))
+
+
+@lru_cache(maxsize=65536)
+def _plurality_win(samples: int, p: float, wrong: tuple[float, ...]) -> float:
+    """plurality_win on hashable arguments (see there)."""
     if samples <= 0:
         return 0.0
     rest = max(0.0, 1.0 - p - sum(wrong))

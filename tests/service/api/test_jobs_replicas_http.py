@@ -147,6 +147,41 @@ def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, ow
     (stop(second) if victim is first else stop(first))  # the next tests start their own replicas
 
 
+def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
+    replicas: Replicas, own_redis: RedisServer
+) -> None:
+    """The batch kind (POST /v1/solve/batch, issue 16) on the same guarantees: run again from the start by
+    another replica, its one total budget still a hard cap for the run that finishes."""
+    first_url, first = replicas.start()
+    second_url, second = replicas.start()
+    problems = [
+        {
+            "id": f"story-{i}",
+            "prompt": LONG["prompt"],
+            "sampling": LONG["sampling"],
+            "answer": {"type": "text"},
+        }
+        for i in range(4)
+    ]
+    body = {"problems": problems, "budget": {"tokens": 6000}}
+    job = httpx.post(f"{first_url}/v1/solve/batch", json=body, timeout=60).json()
+    assert job["kind"] == "solve.batch"
+    running = wait_job(own_redis, job["id"], ("running",))
+    time.sleep(1.0)
+    victim = {first.pid: first, second.pid: second}[pid_of(running)]
+    survivor_url = second_url if victim is first else first_url
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    done = wait_job(own_redis, job["id"], ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done
+    finished = httpx.get(f"{survivor_url}/v1/jobs/{job['id']}", timeout=30).json()
+    assert finished["usage"]["attempts"] == 2
+    result = finished["result"]
+    assert [p["id"] for p in result["problems"]] == [p["id"] for p in problems]
+    assert 0 < result["usage"]["completion_tokens"] <= 6000
+    (stop(second) if victim is first else stop(first))
+
+
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
     replicas: Replicas, own_redis: RedisServer
 ) -> None:

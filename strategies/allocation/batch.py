@@ -1,0 +1,519 @@
+"""One total budget across many prompts (POST /v1/solve/batch): who gets the next samples. Pure: no engine.
+
+`auto` sizes each prompt's plan from that prompt's own cap, so on a mixed set it draws about the same n for
+every prompt. Here one cap is shared, so compute can move between prompts:
+
+1. Probe: every prompt gets the same few samples (they join its vote), as many as the budget pays for at once
+   in the worst case, and never fewer than the fairness minimum.
+2. Rounds: for every prompt still active, auto's own models price its next step. Its difficulty is
+   `difficulty.estimate` on every sample drawn so far (the measured profile while that is the profile's probe
+   size, PassUntil's Beta posterior after), and its steps are the bigger rungs of auto's best-of-N plan ladder
+   (`plans.best_of_n_plans`: the plurality-vote closed form, or the judge-weighted vote with its verifier
+   ceiling). A step's value is its predicted accuracy gain per expected eFLOP; the prompt's best one counts.
+3. A round hands out steps best value first until it has reserved `round_share` of what is left (worst cases,
+   as the budget tracker reserves them), then every estimate is redone on the new samples.
+4. A prompt whose next step gains less than `min_gain` accuracy per sample stops: *settled* when its vote is
+   already predicted right, *hopeless* when more samples will not make it right. A prompt also stops at its
+   maximum share of the budget or at `max_samples`. The batch ends when no step fits what is left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from service.runtime.errors import BudgetExhausted
+from service.store.allocation import VerifierCalibration
+from strategies.allocation import difficulty
+from strategies.allocation.costs import CallShape, call_eflops, call_worst_eflops
+from strategies.allocation.plans import Plan, Situation, best_of_n_plans
+from strategies.allocation.profiles import Profile
+from strategies.base import Candidate
+
+Status = Literal["active", "settled", "hopeless", "capped", "unfunded", "budget"]
+Rule = Literal["majority", "weighted"]
+
+
+@dataclass(frozen=True)
+class Fairness:
+    """What every prompt is owed and what one prompt may take."""
+
+    min_samples: int = 1  # samples every prompt gets (0 only with allow_abstain)
+    max_share: float | None = None  # most of the batch budget (each capped axis) one prompt may use
+    allow_abstain: bool = False  # when the budget cannot pay min_samples for all, some prompts get nothing
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The allocator's knobs (the request's `allocation` options)."""
+
+    probe_samples: int = 4
+    min_gain: float = 0.002  # predicted accuracy per added sample below which a prompt stops
+    round_share: float = 0.5  # share of what is left (worst case) one round may reserve
+    max_samples: int = 64  # most samples one prompt may get
+    settled_at: float = 0.5  # predicted accuracy at or above which a stopped prompt is 'settled'
+    max_rounds: int = 32
+
+
+@dataclass
+class Ledger:
+    """What one prompt has got so far, and why it stopped."""
+
+    key: str
+    samples: int = 0
+    eflops: float = 0.0  # spent on its own samples (and their verifier calls)
+    tokens: int = 0
+    status: Status = "active"
+    reason: str = ""
+    p: float = 0.0
+    predicted_accuracy: float = 0.0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def stop(self, status: Status, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Step:
+    """One prompt's next rung: `samples` more, predicted accuracy before and after, its cost."""
+
+    key: str
+    samples: int
+    accuracy_now: float
+    accuracy_after: float
+    eflops: float  # expected
+    worst_eflops: float  # what the tracker reserves
+    worst_tokens: int
+
+    @property
+    def gain(self) -> float:
+        return max(self.accuracy_after - self.accuracy_now, 0.0)
+
+    @property
+    def value(self) -> float:
+        """Predicted accuracy gain per expected eFLOP."""
+        return self.gain / self.eflops if self.eflops > 0 else math.inf
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "predicted_accuracy_before": round(self.accuracy_now, 4),
+            "predicted_accuracy_after": round(self.accuracy_after, 4),
+            "gain_per_eflop": self.value if math.isfinite(self.value) else None,
+            "predicted_eflops": self.eflops,
+        }
+
+
+@dataclass
+class Remaining:
+    """What is left of the batch's caps, counted in worst cases (None: no cap on that axis)."""
+
+    tokens: int | None
+    eflops: float | None
+
+    def fits(self, eflops: float, tokens: int) -> bool:
+        return (self.tokens is None or tokens <= self.tokens) and (
+            self.eflops is None or eflops <= self.eflops
+        )
+
+    def take(self, eflops: float, tokens: int) -> None:
+        if self.tokens is not None:
+            self.tokens -= tokens
+        if self.eflops is not None:
+            self.eflops -= eflops
+
+    def share(self, fraction: float) -> Remaining:
+        return Remaining(
+            None if self.tokens is None else int(self.tokens * fraction),
+            None if self.eflops is None else self.eflops * fraction,
+        )
+
+
+WorstCost = Callable[[int, int], tuple[float, int]]  # (prompt index, samples) -> (worst eFLOPs, worst tokens)
+
+
+def probe_sizes(
+    count: int,
+    worst: WorstCost,
+    left: Remaining,
+    rules: Rules,
+    fairness: Fairness,
+    share_cap: Remaining | None = None,
+) -> list[int]:
+    """Every prompt's probe: the largest common size from max(probe_samples, min_samples) down to
+    min_samples whose worst cases all fit at once (each also within `share_cap`, one prompt's maximum share,
+    though never below min_samples: the minimum wins). If not even the minimum fits for every prompt: with
+    abstention allowed, prompts get the minimum (at least one sample) cheapest first while it fits and the
+    rest none; without it, BudgetExhausted (the caller asked for more than the budget can pay)."""
+    top = max(rules.probe_samples, fairness.min_samples)
+    floor = max(fairness.min_samples, 1)
+
+    def capped(index: int, size: int) -> int:
+        while share_cap is not None and size > floor and not share_cap.fits(*worst(index, size)):
+            size -= 1
+        return size
+
+    for size in range(top, floor - 1, -1):
+        sizes = [capped(index, size) for index in range(count)]
+        total_eflops, total_tokens = 0.0, 0
+        for index, each in enumerate(sizes):
+            eflops, tokens = worst(index, each)
+            total_eflops += eflops
+            total_tokens += tokens
+        if left.fits(total_eflops, total_tokens):
+            return sizes
+    if not fairness.allow_abstain:
+        raise BudgetExhausted(
+            f"The batch budget cannot pay for {floor} sample(s) of each of the {count} problems (worst case); "
+            "raise the budget, lower allocation.min_samples, or set allocation.allow_abstain.",
+            param="budget",
+        )
+    costs = sorted((worst(index, floor), index) for index in range(count))
+    sizes = [0] * count
+    room = Remaining(left.tokens, left.eflops)
+    for (eflops, tokens), index in costs:
+        if room.fits(eflops, tokens):
+            room.take(eflops, tokens)
+            sizes[index] = floor
+    return sizes
+
+
+def require_minimum(bases: Sequence[Situation], limits: Remaining, fairness: Fairness) -> None:
+    """Refuse a batch whose budget cannot be expected to pay `min_samples` for every prompt (at half their
+    max_tokens, the length the allocator expects before any sample), unless abstention is allowed. Worst
+    cases (every sample at max_tokens) would refuse most budgets a best-of-N of actual lengths spends, and the
+    probe is drawn in waves: what one wave does not spend of its reservation pays the next."""
+    if fairness.allow_abstain:
+        return
+    floor = max(fairness.min_samples, 1)
+    eflops = sum(_sized(base, floor)[0] for base in bases)
+    tokens = sum(floor * max(base.max_tokens // 2, 1) for base in bases)
+    if not limits.fits(eflops, tokens):
+        raise BudgetExhausted(
+            f"The batch budget cannot be expected to pay for {floor} sample(s) of each of the {len(bases)} "
+            "problems; raise the budget, lower allocation.min_samples, or set allocation.allow_abstain.",
+            param="budget",
+        )
+
+
+def share_cap(limits: Remaining, fairness: Fairness) -> Remaining | None:
+    """One prompt's most, on each capped axis (None: no maximum share)."""
+    if fairness.max_share is None:
+        return None
+    return limits.share(fairness.max_share)
+
+
+def _sized(situation: Situation, samples: int) -> tuple[float, float, int]:
+    """(expected eFLOPs, worst eFLOPs, worst tokens) of `samples` more samples of this prompt, plus the
+    verifier's calls on them when the situation has a verifier."""
+    s = situation
+    call = CallShape(s.prompt_tokens, samples, s.expected_tokens, s.max_tokens)
+    eflops = call_eflops(s.shape, s.hardware, call, s.count_weight_loading)
+    worst = call_worst_eflops(s.shape, s.hardware, call, s.count_weight_loading)
+    tokens = samples * s.max_tokens
+    if s.verifier_call is not None:
+        v = s.verifier_call
+        eflops += samples * call_eflops(s.shape, s.hardware, v, s.count_weight_loading)
+        worst += samples * call_worst_eflops(s.shape, s.hardware, v, s.count_weight_loading)
+        tokens += samples * v.max_tokens
+    return eflops, worst, tokens
+
+
+def rule_of(situation: Situation) -> Rule:
+    """The vote a prompt's samples go to: judge-weighted with a verifier (its ceiling in the closed form),
+    plurality without."""
+    return "weighted" if situation.verifier is not None and situation.calibration is not None else "majority"
+
+
+def next_step(key: str, situation: Situation, min_gain: float = 0.0) -> Step | None:
+    """This prompt's best next step on auto's best-of-N ladder: of the plans with more samples than it has
+    (within max_samples), the one of highest predicted gain per expected eFLOP (one bigger call can beat two
+    small ones when every call reads the weights once per step) among those that gain at least `min_gain`
+    per added sample; when none does, the smallest (it says by how little). None: no bigger plan.
+    `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
+    k = situation.probe_samples
+    rule = rule_of(situation)
+    ladder: list[Plan] = [plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule]
+    now = next((plan.accuracy for plan in ladder if plan.samples == k), 0.0)
+    steps = [
+        Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
+        for plan in ladder
+        if plan.samples > k
+    ]
+    if not steps:
+        return None
+    worth = [step for step in steps if step.gain / step.samples >= min_gain]
+    if not worth:
+        return min(steps, key=lambda step: step.samples)
+    return max(worth, key=lambda step: (step.value, -step.samples))
+
+
+def shrink(step: Step, situation: Situation, samples: int) -> Step:
+    """The same step with fewer samples; its gain taken as proportional (between two rungs of the ladder)."""
+    eflops, worst, tokens = _sized(situation, samples)
+    after = step.accuracy_now + step.gain * samples / step.samples
+    return replace(
+        step, samples=samples, accuracy_after=after, eflops=eflops, worst_eflops=worst, worst_tokens=tokens
+    )
+
+
+def _largest_fitting(step: Step, situation: Situation, fits: Callable[[Step], bool]) -> Step | None:
+    for samples in range(step.samples - 1, 0, -1):
+        smaller = shrink(step, situation, samples)
+        if fits(smaller):
+            return smaller
+    return None
+
+
+def plan_round(
+    prompts: Sequence[tuple[Ledger, Situation]],
+    left: Remaining,
+    limits: Remaining,
+    rules: Rules,
+    fairness: Fairness,
+) -> list[Step]:
+    """This round's steps, best predicted gain per eFLOP first, within `round_share` of what is `left` (at
+    least one step when any fits), each prompt within its maximum share of the batch's `limits`. Prompts
+    that stop are marked on their ledger (settled, hopeless, capped)."""
+    candidates: list[tuple[Step, Situation, Ledger]] = []
+    for ledger, situation in prompts:
+        if ledger.status != "active":
+            continue
+        ledger.p = situation.p_mean
+        if ledger.samples >= rules.max_samples:
+            ledger.stop("capped", f"reached allocation.max_samples ({rules.max_samples})")
+            continue
+        step = next_step(ledger.key, situation, rules.min_gain)
+        if step is None:
+            ledger.stop("capped", "no larger plan within the sample limit")
+            continue
+        ledger.predicted_accuracy = step.accuracy_now
+        if ledger.samples + step.samples > rules.max_samples:
+            step = shrink(step, situation, rules.max_samples - ledger.samples)
+        if step.gain / step.samples < rules.min_gain:
+            settled = step.accuracy_now >= rules.settled_at
+            ledger.stop(
+                "settled" if settled else "hopeless",
+                f"{'settled' if settled else 'hopeless'}: at estimated p = {situation.p_mean:.2f} its vote of "
+                f"{ledger.samples} is predicted right with probability {step.accuracy_now:.3f}, and "
+                f"{step.samples} more samples would add only {step.gain:.4f} (below allocation.min_gain = "
+                f"{rules.min_gain} per sample)",
+            )
+            continue
+        cap = share_cap(limits, fairness)
+        if cap is not None:
+            share = Remaining(
+                None if cap.tokens is None else cap.tokens - ledger.tokens,
+                None if cap.eflops is None else cap.eflops - ledger.eflops,
+            )
+
+            def within_share(candidate: Step, share: Remaining = share) -> bool:
+                return share.fits(candidate.worst_eflops, candidate.worst_tokens)
+
+            if not within_share(step):
+                smaller = _largest_fitting(step, situation, within_share)
+                if smaller is None:
+                    ledger.stop(
+                        "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
+                    )
+                    continue
+                step = smaller
+        candidates.append((step, situation, ledger))
+    candidates.sort(key=lambda item: (-item[0].value, item[0].key))
+    allowance = left.share(rules.round_share)
+    room = Remaining(left.tokens, left.eflops)
+    chosen: list[Step] = []
+    for step, situation, _ in candidates:
+        if not room.fits(step.worst_eflops, step.worst_tokens):
+
+            def fits_room(candidate: Step) -> bool:
+                return room.fits(candidate.worst_eflops, candidate.worst_tokens)
+
+            smaller = _largest_fitting(step, situation, fits_room)
+            if smaller is None:
+                continue
+            step = smaller
+        if chosen and not allowance.fits(step.worst_eflops, step.worst_tokens):
+            continue
+        chosen.append(step)
+        room.take(step.worst_eflops, step.worst_tokens)
+        allowance.take(step.worst_eflops, step.worst_tokens)
+    return chosen
+
+
+def close_unfunded(ledgers: Sequence[Ledger], reason: str) -> None:
+    """At the end, prompts still active stopped because the batch ended (budget, seconds, rounds), not by
+    their own estimate."""
+    for ledger in ledgers:
+        if ledger.status == "active":
+            ledger.stop("budget", reason)
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt as the allocator sees it: its costs and verifier (in `base`) and its calibration."""
+
+    key: str
+    base: Situation  # prompt and sample lengths, cost model, verifier; no samples yet
+    calibration: VerifierCalibration | None = None
+
+
+@dataclass
+class Drawn:
+    """What one draw of a prompt brought: its new candidates and what they cost."""
+
+    candidates: list[Candidate]
+    eflops: float
+    tokens: int
+
+
+Draw = Callable[[list[tuple[str, int]]], Awaitable[dict[str, Drawn]]]
+Progress = Callable[[str, int, Sequence[Ledger]], None]
+
+
+def situation_of(
+    prompt: Prompt, candidates: Sequence[Candidate], profile: Profile | None
+) -> tuple[Situation, difficulty.Difficulty]:
+    """auto's view of the prompt after these samples: difficulty.estimate on all of them (the measured
+    profile applies only while they are exactly the profile's probe), their mean length as the expected one."""
+    estimate = difficulty.estimate(candidates, profile, prompt.calibration)
+    base = prompt.base
+    mean = sum(c.tokens for c in candidates) / len(candidates) if candidates else 0.0
+    measured = profile is not None and profile.probe_size == len(candidates)
+    shares = estimate.wrong_shares if measured else observed_wrong_shares(candidates, estimate.wrong_shares)
+    situation = replace(
+        base,
+        probe_samples=len(candidates),
+        signature=estimate.signature,
+        mixture=estimate.mixture,
+        wrong_shares=shares,
+        expected_tokens=mean or base.expected_tokens,
+        probe_scored=True,
+        profiles={"best_of_n": profile} if measured and profile is not None else {},
+    )
+    return situation, estimate
+
+
+def observed_wrong_shares(
+    candidates: Sequence[Candidate], prior: Sequence[float], weight: float = 2.0
+) -> list[float]:
+    """The spread of the wrong answers, from the samples themselves once there are more than a probe's:
+    the shares of the two most common answers other than the modal one among the non-modal samples (the
+    PassUntil view: the modal answer is the pass), shrunk towards the prior shares with `weight` samples.
+    Without it, the prior's one dominant wrong answer (half of all wrong samples) would make every prompt
+    whose wrong answers scatter look as if more samples could not help."""
+    counts = Counter(c.answer for c in candidates if c.answer is not None)
+    ranked = [count for _, count in counts.most_common()]
+    others = len(candidates) - (ranked[0] if ranked else 0)
+    if others <= 0:
+        return list(prior)
+    observed = ranked[1:3] + [0] * (3 - len(ranked[1:3]) - 1)
+    return [
+        (count + weight * share) / (others + weight) for count, share in zip(observed, prior, strict=False)
+    ]
+
+
+def _charge(ledgers: dict[str, Ledger], pools: dict[str, list[Candidate]], drawn: dict[str, Drawn]) -> None:
+    for key, got in drawn.items():
+        pools[key].extend(got.candidates)
+        ledger = ledgers[key]
+        ledger.samples += len(got.candidates)
+        ledger.eflops += got.eflops
+        ledger.tokens += got.tokens
+
+
+async def allocate(
+    prompts: Sequence[Prompt],
+    draw: Draw,
+    left: Callable[[], Remaining],
+    limits: Remaining,
+    rules: Rules,
+    fairness: Fairness,
+    profile: Profile | None,
+    expired: Callable[[], bool] = lambda: False,
+    progress: Progress | None = None,
+) -> tuple[list[Ledger], dict[str, list[Candidate]]]:
+    """Probe every prompt, then give out the rest round by round (see the module's docstring). `draw` runs
+    the steps of one round at once and returns each prompt's new candidates; `left` is what the batch's
+    tracker has left. Returns each prompt's ledger and candidates."""
+    ledgers = {p.key: Ledger(p.key) for p in prompts}
+    pools: dict[str, list[Candidate]] = {p.key: [] for p in prompts}
+
+    def worst(index: int, samples: int) -> tuple[float, int]:
+        _, eflops, tokens = _sized(prompts[index].base, samples)
+        return eflops, tokens
+
+    require_minimum([prompt.base for prompt in prompts], limits, fairness)
+    # The probe, in waves: all at once when every probe's worst case fits; else the minimum for as many as
+    # fit (cheapest first), then again with what the finished calls did not spend.
+    waves = Fairness(fairness.min_samples, fairness.max_share, allow_abstain=True)
+    unprobed = list(range(len(prompts)))
+    refused: dict[int, int] = {}
+    while unprobed:
+        if expired():
+            break
+
+        def worst_of(index: int, samples: int, order: list[int] = unprobed) -> tuple[float, int]:
+            return worst(order[index], samples)
+
+        sizes = probe_sizes(len(unprobed), worst_of, left(), rules, waves, share_cap(limits, fairness))
+        wave = [(prompts[i].key, size) for i, size in zip(unprobed, sizes, strict=True) if size > 0]
+        if not wave:
+            break
+        _charge(ledgers, pools, await draw(wave))
+        for key, size in wave:
+            ledgers[key].steps.append({"round": 0, "samples": size, "why": "probe"})
+        # a probe that brought nothing (refused: quota, admission) is tried again, twice at most
+        again = []
+        for i, size in zip(unprobed, sizes, strict=True):
+            if size > 0 and not pools[prompts[i].key]:
+                refused[i] = refused.get(i, 0) + 1
+                if refused[i] <= 2:
+                    again.append(i)
+        unprobed = [i for i, size in zip(unprobed, sizes, strict=True) if size == 0] + again
+    for index in unprobed:
+        ledgers[prompts[index].key].stop(
+            "unfunded", "abstained: the batch budget ran out before it could pay this problem's first sample"
+        )
+    if progress is not None:
+        progress("probe", 0, list(ledgers.values()))
+    ended = f"reached allocation.max_rounds ({rules.max_rounds}) before its next sample"
+    for round_index in range(1, rules.max_rounds + 1):
+        if expired():
+            ended = "the batch's seconds ran out before its next sample"
+            break
+        views = []
+        for prompt in prompts:
+            ledger = ledgers[prompt.key]
+            if ledger.status == "active":
+                if not pools[prompt.key]:  # drawn, but every sample was refused (quota): nothing to go on
+                    ledger.stop("budget", "its probe brought no sample")
+                    continue
+                views.append((ledger, situation_of(prompt, pools[prompt.key], profile)[0]))
+        steps = plan_round(views, left(), limits, rules, fairness)
+        if not steps:
+            ended = "the batch budget left could not pay for its next sample"
+            break
+        for step in steps:
+            ledgers[step.key].steps.append({"round": round_index, **step.describe()})
+        _charge(ledgers, pools, await draw([(step.key, step.samples) for step in steps]))
+        if progress is not None:
+            progress("round", round_index, list(ledgers.values()))
+    for prompt in prompts:  # final estimates for the report
+        ledger = ledgers[prompt.key]
+        if pools[prompt.key]:
+            situation, estimate = situation_of(prompt, pools[prompt.key], profile)
+            ledger.p = estimate.p
+            rule = rule_of(situation)
+            ladder = [p for p in best_of_n_plans(situation) if p.params.get("selection") == rule]
+            ledger.predicted_accuracy = next(
+                (p.accuracy for p in ladder if p.samples == len(pools[prompt.key])), ledger.predicted_accuracy
+            )
+    close_unfunded(list(ledgers.values()), ended)
+    return list(ledgers.values()), pools

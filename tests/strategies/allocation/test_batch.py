@@ -1,0 +1,205 @@
+"""The batch allocator's pure logic (strategies/allocation/batch.py) with simulated prompts of known success
+rate: the cap holds, compute moves from easy and hopeless prompts to middling ones, fairness holds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from service.runtime.cost import HARDWARE_PRESETS, ModelShape, generation_eflops, worst_case_eflops
+from service.runtime.errors import BudgetExhausted
+from strategies.allocation.batch import (
+    Drawn,
+    Fairness,
+    Ledger,
+    Prompt,
+    Remaining,
+    Rules,
+    allocate,
+)
+from strategies.allocation.costs import SecondsModel
+from strategies.allocation.difficulty import DEFAULT_WRONG_SHARES
+from strategies.allocation.plans import Caps, Situation
+from strategies.base import Candidate
+
+SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
+HARDWARE = HARDWARE_PRESETS["b200"]
+PROMPT_TOKENS, MAX_TOKENS = 40, 24
+# The synthetic prompts follow the closed forms' model (a rate per prompt), not the measured profile's.
+PROFILE = None
+
+
+def base() -> Situation:
+    return Situation(
+        prompt_tokens=PROMPT_TOKENS,
+        max_tokens=MAX_TOKENS,
+        expected_tokens=MAX_TOKENS / 2,
+        probe_samples=0,
+        signature=0,
+        mixture=[(1.0, 0.5)],
+        wrong_shares=list(DEFAULT_WRONG_SHARES),
+        verifier=None,
+        calibration=None,
+        verifier_call=None,
+        probe_scored=False,
+        false_positive_penalty=0.0,
+        cost_weight=0.0,
+        shape=SHAPE,
+        hardware=HARDWARE,
+        count_weight_loading=True,
+        seconds_model=SecondsModel(),
+        caps=Caps(None, None, None),
+        budget_scale=1.0,
+        max_samples=64,
+    )
+
+
+class Simulation:
+    """Prompts with a true per-sample success rate; wrong samples scatter over a few answers. Plays the
+    budget tracker too: spend is charged at the actual lengths, `left` is the cap minus the spend."""
+
+    def __init__(self, rates: dict[str, float], cap: Remaining, seed: int = 0) -> None:
+        self.rates = rates
+        self.cap = cap
+        self.rng = random.Random(seed)
+        self.eflops = 0.0
+        self.tokens = 0
+        self.peak_eflops = 0.0
+
+    def left(self) -> Remaining:
+        return Remaining(
+            None if self.cap.tokens is None else self.cap.tokens - self.tokens,
+            None if self.cap.eflops is None else self.cap.eflops - self.eflops,
+        )
+
+    async def draw(self, steps: list[tuple[str, int]]) -> dict[str, Drawn]:
+        # what the tracker would reserve for these calls at once must fit what is left
+        left = self.left()
+        worst = sum(worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, n, MAX_TOKENS, True) for _, n in steps)
+        assert left.fits(worst, sum(n * MAX_TOKENS for _, n in steps))
+        out = {}
+        for key, n in steps:
+            candidates = []
+            for _ in range(n):
+                right = self.rng.random() < self.rates[key]
+                answer = "right" if right else f"w{self.rng.randrange(20)}"
+                candidates.append(Candidate(answer, answer, self.rng.randint(4, MAX_TOKENS)))
+            lengths = [c.tokens for c in candidates]
+            eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, True)
+            self.eflops += eflops
+            self.tokens += sum(lengths)
+            out[key] = Drawn(candidates, eflops, sum(lengths))
+        return out
+
+
+def run(
+    rates: dict[str, float],
+    cap: Remaining,
+    rules: Rules | None = None,
+    fairness: Fairness | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Ledger], Simulation]:
+    simulation = Simulation(rates, cap, seed)
+    prompts = [Prompt(key, base()) for key in rates]
+    ledgers, pools = asyncio.run(
+        allocate(
+            prompts, simulation.draw, simulation.left, cap, rules or Rules(), fairness or Fairness(), PROFILE
+        )
+    )
+    for ledger in ledgers:
+        assert ledger.samples == len(pools[ledger.key])
+    return {ledger.key: ledger for ledger in ledgers}, simulation
+
+
+def per_sample() -> float:
+    return generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, [MAX_TOKENS // 2], True)
+
+
+def mixed(count: int) -> dict[str, float]:
+    rates = {}
+    for i in range(count):
+        rates[f"easy-{i}"] = 0.97
+        rates[f"middling-{i}"] = 0.45
+        rates[f"hopeless-{i}"] = 0.01
+    return rates
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("samples_each", [2, 6, 16])
+def test_the_batch_never_spends_beyond_its_cap(seed: int, samples_each: int) -> None:
+    rates = mixed(6)
+    cap_eflops = per_sample() * samples_each * len(rates)
+    for cap in (Remaining(None, cap_eflops), Remaining(samples_each * 12 * len(rates), None)):
+        ledgers, simulation = run(rates, cap, seed=seed)
+        assert cap.eflops is None or simulation.eflops <= cap.eflops
+        assert cap.tokens is None or simulation.tokens <= cap.tokens
+        assert sum(ledger.eflops for ledger in ledgers.values()) == pytest.approx(simulation.eflops)
+        assert all(ledger.samples >= 1 for ledger in ledgers.values())
+
+
+def test_easy_and_hopeless_prompts_get_fewer_samples_than_middling_ones() -> None:
+    rates = mixed(8)
+    ledgers, _ = run(rates, Remaining(None, per_sample() * 12 * len(rates)), seed=3)
+
+    def mean(family: str) -> float:
+        chosen = [ledger.samples for key, ledger in ledgers.items() if key.startswith(family)]
+        return sum(chosen) / len(chosen)
+
+    assert mean("easy") < mean("middling")
+    assert mean("hopeless") < mean("middling")
+    # every decision is explained
+    assert all(ledger.reason for ledger in ledgers.values())
+    assert any(step.get("why") == "probe" for step in ledgers["easy-0"].steps)
+
+
+def test_settled_and_hopeless_prompts_stop_and_leave_the_budget_unspent() -> None:
+    rates = {f"easy-{i}": 0.99 for i in range(4)} | {f"hopeless-{i}": 0.0 for i in range(4)}
+    cap = Remaining(None, per_sample() * 64 * len(rates))
+    ledgers, simulation = run(rates, cap, seed=1)
+    assert {ledger.status for key, ledger in ledgers.items() if key.startswith("easy")} == {"settled"}
+    assert {ledger.status for key, ledger in ledgers.items() if key.startswith("hopeless")} == {"hopeless"}
+    assert simulation.eflops < 0.25 * (cap.eflops or 0)
+    assert "settled" in ledgers["easy-0"].reason and "min_gain" in ledgers["hopeless-0"].reason
+
+
+def test_every_prompt_gets_the_minimum_even_when_the_budget_is_tight() -> None:
+    rates = mixed(5)
+    one = worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 2, MAX_TOKENS, True)
+    cap = Remaining(None, one * len(rates) * 1.05)
+    ledgers, simulation = run(rates, cap, fairness=Fairness(min_samples=2))
+    assert all(ledger.samples >= 2 for ledger in ledgers.values())
+    assert simulation.eflops <= (cap.eflops or 0)
+
+
+def test_a_budget_below_the_minimum_is_refused_unless_abstention_is_allowed() -> None:
+    rates = mixed(5)
+    one = worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 1, MAX_TOKENS, True)
+    cap = Remaining(None, one * len(rates) * 0.3)
+    with pytest.raises(BudgetExhausted):
+        run(rates, cap)
+    ledgers, simulation = run(rates, cap, fairness=Fairness(allow_abstain=True))
+    funded = [ledger for ledger in ledgers.values() if ledger.samples > 0]
+    unfunded = [ledger for ledger in ledgers.values() if ledger.status == "unfunded"]
+    assert funded and unfunded and len(funded) + len(unfunded) == len(rates)
+    assert simulation.eflops <= (cap.eflops or 0)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6])
+def test_no_prompt_takes_more_than_its_maximum_share(fraction: float) -> None:
+    rates = {"middling": 0.45, **{f"easy-{i}": 0.99 for i in range(9)}}
+    cap = Remaining(None, per_sample() * 16 * len(rates))
+    total = cap.eflops or 0.0
+    unlimited, _ = run(rates, cap, seed=2)
+    share = fraction * unlimited["middling"].eflops / total  # below what it takes without the cap
+    ledgers, _ = run(rates, cap, fairness=Fairness(max_share=share), seed=2)
+    for ledger in ledgers.values():  # the minimum (one sample) wins over the share
+        assert ledger.eflops <= share * total * (1 + 1e-9) or ledger.samples == 1
+    assert ledgers["middling"].samples < unlimited["middling"].samples
+    assert ledgers["middling"].status == "capped" and "maximum share" in ledgers["middling"].reason
+
+
+def test_max_samples_caps_one_prompt() -> None:
+    ledgers, _ = run({"middling": 0.45}, Remaining(None, per_sample() * 200), rules=Rules(max_samples=8))
+    assert ledgers["middling"].samples <= 8
