@@ -39,11 +39,12 @@ class SpendMeter:
     reserved_eflops: float = 0.0
 
     def snapshot(self) -> dict[str, float]:
+        # eFLOPs reserved and released in another order leave float dust (-1e-5 of 1e11): never below zero
         return {
             "completion_tokens": self.completion_tokens,
             "eflops": self.eflops,
-            "reserved_tokens": self.reserved_tokens,
-            "reserved_eflops": self.reserved_eflops,
+            "reserved_tokens": max(self.reserved_tokens, 0),
+            "reserved_eflops": max(self.reserved_eflops, 0.0) if self.reserved_tokens > 0 else 0.0,
         }
 
 

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.api.auth import Caller
+from service.api.protocol import AttemptSpend
 from service.api.state import ServiceState
 from service.api.tenancy import SpendMeter, Tenant
 from service.runtime.budget import CallShape
@@ -85,6 +86,28 @@ def test_a_meter_holds_what_a_run_spent_and_what_its_calls_in_flight_hold_reserv
         }
         await second.settle(5, 1.0)
         await second.settle(5, 1.0)  # settling twice counts once
-        assert (meter.completion_tokens, meter.reserved_tokens, meter.reserved_eflops) == (17, 0, 0.0)
+        assert (meter.completion_tokens, meter.reserved_tokens) == (17, 0)
+        assert meter.snapshot()["reserved_eflops"] == 0.0
+
+    asyncio.run(scenario())
+
+
+def test_a_meters_reserved_eflops_never_show_float_dust_below_zero() -> None:
+    """Reservations of 1e11 eFLOPs released in another order than taken leave -1e-5, which a job's usage
+    (reserved_eflops >= 0) refused with a 500."""
+
+    async def scenario() -> None:
+        meter = SpendMeter()
+        tenant = Tenant(Caller("anonymous", "user"), ServiceState(Settings()), meter)
+        sizes = (1e11 / 3, 0.1, 7e10 / 3, 2.7e11 / 7)  # released in this order, they leave -3.8e-6
+        grants = [
+            await tenant.reserve(CallShape(10, 1, 1, False, lambda w, n, size=size: size), None)
+            for size in sizes
+        ]
+        for index in (1, 0, 3, 2):
+            await grants[index].settle(1, 1.0)
+        snapshot = meter.snapshot()
+        assert snapshot["reserved_tokens"] == 0 and snapshot["reserved_eflops"] == 0.0
+        AttemptSpend(attempt=1, **snapshot)  # what the job's usage validates
 
     asyncio.run(scenario())
