@@ -43,7 +43,10 @@ def job_error(message: str, error_type: str, param: str | None, code: str | int 
 def store_of(state: ServiceState) -> JobStore:
     if state.redis is None:
         raise StorageUnavailable("Background jobs are not available: the service has no Redis client yet.")
-    return JobStore(state.redis, state.settings.job_ttl_seconds, state.settings.redis_timeout_seconds)
+    settings = state.settings
+    return JobStore(
+        state.redis, settings.job_ttl_seconds, settings.redis_timeout_seconds, settings.keys_namespace
+    )
 
 
 def view(job: dict[str, Any]) -> Job:

@@ -9,7 +9,9 @@ commands, and each of arq/saq/taskiq brings its own Redis pool (without our time
 
 Redis layout (owner: this module; TTL: `job_ttl_seconds` unless said otherwise):
 
-    ttc:jobs:queue                     stream   one entry {job: id} per run to do; group `ttc-workers`
+    ttc:jobs:queue:<namespace>         stream   one entry {job: id} per run to do; group `ttc-workers`; one
+                                                queue per deployment (`keys_namespace`): a replica of another
+                                                deployment on the same Redis cannot know the job's key
                                                 (trimmed to ~100k entries; acknowledged entries carry no state)
     ttc:job:<id>                       hash     the job: status, owner, kind, request, budget, result, ...,
                                                 and spent_<attempt>: what each run spent, as it last recorded it
@@ -80,10 +82,11 @@ def fingerprint(path: str, body: Any) -> str:
 class JobStore:
     """Job records and the queue; one per app, on the app's one Redis client (so its timeouts apply)."""
 
-    def __init__(self, redis: Redis, ttl_seconds: int, timeout_seconds: float) -> None:
+    def __init__(self, redis: Redis, ttl_seconds: int, timeout_seconds: float, namespace: str) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.timeout = timeout_seconds
+        self.queue = f"{QUEUE}:{namespace}"
 
     async def _call(self, work: Awaitable[Any] | Any, timeout: float | None = None) -> Any:
         try:
@@ -95,7 +98,7 @@ class JobStore:
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) unless it exists."""
         try:
-            await self._call(self.redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True))
+            await self._call(self.redis.xgroup_create(self.queue, GROUP, id="0", mkstream=True))
         except StorageUnavailable as exc:
             if not (isinstance(exc.__cause__, ResponseError) and "BUSYGROUP" in str(exc.__cause__)):
                 raise
@@ -115,7 +118,7 @@ class JobStore:
             pipe.expire(owner, self.ttl)
             pipe.xadd(events_key(job["id"]), {"event": "queued", "data": json.dumps({"status": "queued"})})
             pipe.expire(events_key(job["id"]), self.ttl)
-            pipe.xadd(QUEUE, {"job": job["id"]}, maxlen=QUEUE_MAXLEN, approximate=True)
+            pipe.xadd(self.queue, {"job": job["id"]}, maxlen=QUEUE_MAXLEN, approximate=True)
             await self._call(pipe.execute())
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
@@ -182,13 +185,13 @@ class JobStore:
         """The next run for `consumer`: first an entry a dead replica held past the visibility timeout
         (takeover), else a new one. Returns (entry id, job id, taken over) or None."""
         _, claimed, *_ = await self._call(
-            self.redis.xautoclaim(QUEUE, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=1)
+            self.redis.xautoclaim(self.queue, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=1)
         )
         if claimed:
             entry_id, fields = claimed[0]
             return entry_id.decode(), fields[b"job"].decode(), True
         reply = await self._call(
-            self.redis.xreadgroup(GROUP, consumer, {QUEUE: ">"}, count=1, block=block_ms),
+            self.redis.xreadgroup(GROUP, consumer, {self.queue: ">"}, count=1, block=block_ms),
             timeout=self.timeout * 2 + block_ms / 1000,
         )
         for _, entries in reply or []:
@@ -199,17 +202,19 @@ class JobStore:
     async def heartbeat(self, consumer: str, entry_id: str) -> None:
         """Reset the entry's idle time (JUSTID: without counting a delivery), so nobody takes it over."""
         await self._call(
-            self.redis.xclaim(QUEUE, GROUP, consumer, min_idle_time=0, message_ids=[entry_id], justid=True)
+            self.redis.xclaim(
+                self.queue, GROUP, consumer, min_idle_time=0, message_ids=[entry_id], justid=True
+            )
         )
 
     async def ack(self, entry_id: str) -> None:
-        await self._call(self.redis.xack(QUEUE, GROUP, entry_id))
+        await self._call(self.redis.xack(self.queue, GROUP, entry_id))
 
     async def hand_back(self, entry_id: str, job_id: str) -> None:
         """Give a job this replica will not finish back to the queue (drain): acknowledged and queued anew."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(QUEUE, GROUP, entry_id)
-            pipe.xadd(QUEUE, {"job": job_id}, maxlen=QUEUE_MAXLEN, approximate=True)
+            pipe.xack(self.queue, GROUP, entry_id)
+            pipe.xadd(self.queue, {"job": job_id}, maxlen=QUEUE_MAXLEN, approximate=True)
             await self._call(pipe.execute())
 
     # -- idempotency ---------------------------------------------------------------------------------------
