@@ -54,7 +54,9 @@ def view(job: dict[str, Any]) -> Job:
     result = job.get("result")
     per_attempt = sorted(
         (
-            {"attempt": int(name[len(SPENT_PREFIX) :]), **json.loads(value)}
+            # records written before the meter clamped its float dust may hold -1e-4: read as 0, never a 500
+            {"attempt": int(name[len(SPENT_PREFIX) :])}
+            | {field: max(amount, 0) for field, amount in json.loads(value).items()}
             for name, value in job.items()
             if name.startswith(SPENT_PREFIX)
         ),
