@@ -24,17 +24,24 @@ from service.api.protocol import (
     BatchSolveRequest,
     BatchSolveResponse,
     BatchSummary,
-    CandidateOut,
     ChatMessage,
     Job,
     new_id,
 )
-from service.api.solver import Solved, check_context, limits_of, question_of, render
+from service.api.solver import (
+    Solved,
+    candidates_out,
+    check_context,
+    limits_of,
+    question_of,
+    render,
+    sampling_spec,
+)
 from service.api.state import ServiceState, StateDep
 from service.api.tenancy import Tenant, tenant_of
 from service.runtime.affinity import affinity_scope
 from service.runtime.budget import BudgetLimits, BudgetTracker
-from service.runtime.engine import SamplingSpec, count_prompt_tokens
+from service.runtime.engine import count_prompt_tokens
 from service.runtime.errors import InvalidRequest
 from service.store import allocation as store
 from strategies.allocation.batch import Fairness, Remaining, Rules, require_minimum
@@ -77,14 +84,7 @@ async def prepare_items(
             raise InvalidRequest(exc.message, param=f"{at}.{exc.param}") from exc
         messages = problem.messages or [ChatMessage(role="user", content=problem.prompt or "")]
         prompt = render(engine, messages)
-        sampling = SamplingSpec(
-            n=1,
-            temperature=problem.sampling.temperature,
-            top_p=problem.sampling.top_p,
-            max_tokens=problem.sampling.max_tokens,
-            stop=tuple(problem.sampling.stop),
-            seed=problem.sampling.seed,
-        )
+        sampling = sampling_spec(problem.sampling)
         check_context(engine, prompt, sampling.max_tokens, f"{at}.sampling.max_tokens")
         answer = AnswerSpec(problem.answer.type, problem.answer.pattern)
         verifier = calibration = None
@@ -206,19 +206,7 @@ async def solve_batch(
 
 def problem_result(outcome: Outcome, return_candidates: bool) -> BatchProblemResult:
     result, ledger = outcome.result, outcome.ledger
-    candidates = None
-    if return_candidates:
-        candidates = [
-            CandidateOut(
-                text=c.text,
-                answer=c.answer,
-                score=c.score,
-                votes=c.votes,
-                tokens=c.tokens,
-                finish_reason=c.finish_reason,
-            )
-            for c in result.candidates
-        ]
+    candidates = candidates_out(result.candidates) if return_candidates else None
     return BatchProblemResult(
         id=outcome.item.key,
         answer=result.answer,

@@ -17,10 +17,9 @@ from service.api.auth import caller_of
 from service.api.errors import stream_error_body
 from service.api.openapi import sse_event
 from service.api.protocol import ChatMessage, Job, SolveRequest, SolveResponse, new_id
-from service.api.solver import Solved, limits_of, question_of, render, solve
+from service.api.solver import Solved, limits_of, question_of, render, sampling_spec, solve
 from service.api.state import ServiceState, StateDep, cancel_on_disconnect
 from service.api.tenancy import Tenant, tenant_of
-from service.runtime.engine import SamplingSpec
 from service.store import allocation as store
 from strategies import STRATEGIES
 from verifiers import VERIFIER_NAMES
@@ -55,14 +54,7 @@ def _response(body: SolveRequest, solved: Solved, request_id: str, model: str) -
 async def _run(body: SolveRequest, state: ServiceState, tenant: Tenant, progress: Any = None) -> Solved:
     engine, _ = state.require_engine()
     messages = _messages(body)
-    sampling = SamplingSpec(
-        n=1,
-        temperature=body.sampling.temperature,
-        top_p=body.sampling.top_p,
-        max_tokens=body.sampling.max_tokens,
-        stop=tuple(body.sampling.stop),
-        seed=body.sampling.seed,
-    )
+    sampling = sampling_spec(body.sampling)
     given = body.sampling.model_fields_set if "sampling" in body.model_fields_set else set()
     return await solve(
         state,

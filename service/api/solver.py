@@ -12,6 +12,7 @@ from service.api.protocol import (
     BudgetSpec,
     CandidateOut,
     ChatMessage,
+    SamplingOptions,
     TTCOptions,
     Usage,
 )
@@ -24,7 +25,7 @@ from service.runtime.errors import InvalidRequest, StorageUnavailable
 from service.runtime.settings import Settings
 from service.store.corpora import CorpusRetriever, CorpusStore
 from strategies import answer_default, get_strategy, sampling_defaults
-from strategies.base import ProgressCallback, RagContext, Result, Task
+from strategies.base import Candidate, ProgressCallback, RagContext, Result, Task
 from strategies.selection import ranked
 from verifiers import build_verifier
 from verifiers.answers import AnswerSpec
@@ -73,17 +74,34 @@ class Solved:
         return BudgetReport(requested=requested, spent=spent)
 
     def candidates(self) -> list[CandidateOut]:
-        return [
-            CandidateOut(
-                text=candidate.text,
-                answer=candidate.answer,
-                score=candidate.score,
-                votes=candidate.votes,
-                tokens=candidate.tokens,
-                finish_reason=candidate.finish_reason,
-            )
-            for candidate in self.result.candidates
-        ]
+        return candidates_out(self.result.candidates)
+
+
+def candidates_out(candidates: Sequence[Candidate]) -> list[CandidateOut]:
+    """A run's candidates as the API shows them."""
+    return [
+        CandidateOut(
+            text=candidate.text,
+            answer=candidate.answer,
+            score=candidate.score,
+            votes=candidate.votes,
+            tokens=candidate.tokens,
+            finish_reason=candidate.finish_reason,
+        )
+        for candidate in candidates
+    ]
+
+
+def sampling_spec(options: SamplingOptions) -> SamplingSpec:
+    """One sample's sampling from a /v1/solve-style body (strategies set n themselves)."""
+    return SamplingSpec(
+        n=1,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        max_tokens=options.max_tokens,
+        stop=tuple(options.stop),
+        seed=options.seed,
+    )
 
 
 def question_of(messages: Sequence[ChatMessage]) -> str:
