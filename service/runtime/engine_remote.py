@@ -287,8 +287,16 @@ class RemoteEngine(ChatTokenizer):
             raise EngineUnavailable("No engine is healthy: " + "; ".join(str(r) for r in results))
 
     async def _check_one(self, engine: EngineStats) -> str | None:
+        """A vLLM server is healthy when its /health is 200. vLLM's router answers 503 on /health while any one
+        of its workers is down, yet serves on the others; its /readiness (404 on a plain vLLM server) is 200
+        while at least one worker is healthy, which is what "can serve" means here."""
         try:
             response = await self._client.get(f"{engine.url}/health", timeout=5.0)
+            if response.status_code != 200:
+                readiness = await self._client.get(f"{engine.url}/readiness", timeout=5.0)
+                if readiness.status_code == 200:
+                    logger.warning("%s is degraded but serving: %s", engine.url, response.text[:200])
+                    response = readiness
         except httpx.HTTPError as exc:
             problem = f"{engine.url} is unreachable: {exc!r}"
         else:
