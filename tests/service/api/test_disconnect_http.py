@@ -55,7 +55,9 @@ def send_and_hang_up(
                 answered = connection.recv(4096)
             except TimeoutError:
                 answered = b"(nothing within 5 s)"
-            raise AssertionError(f"the engine never started the work; the server answered: {answered[:600]!r}")
+            raise AssertionError(
+                f"the engine never started the work; the server answered: {answered[:600]!r}"
+            )
         received = b""
         while stream and b"\r\n\r\n" not in received:
             chunk = connection.recv(4096)
