@@ -72,7 +72,12 @@ def send_and_hang_up(
         ("/v1/solve", {**LONG_WORK, "stream": True}, True),
         (
             "/v1/chat/completions",
-            {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 1500, "n": 8},
+            {
+                "messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": 1500,
+                "n": 8,
+                "ignore_eos": True,
+            },
             False,
         ),
         (
@@ -80,6 +85,7 @@ def send_and_hang_up(
             {
                 "messages": [{"role": "user", "content": "Tell a long story."}],
                 "max_tokens": 1500,
+                "ignore_eos": True,  # a short story could end before the watcher saw it start
                 "stream": True,
             },
             True,
