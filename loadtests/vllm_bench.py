@@ -75,6 +75,15 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several rounds of one side as one: tokens summed, rates and times averaged over the rounds."""
+    return {
+        key: (sum(run[key] for run in runs) if key in ("completed", "output_tokens") else
+              round(sum(run[key] for run in runs) / len(runs), 2))
+        for key in runs[0]
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,6 +94,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--backend", default="openai-chat", help="vLLM bench backend (openai-chat or openai)")
     parser.add_argument("--endpoint", default="/v1/chat/completions")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="runs per side and concurrency, alternating which side goes first",
+    )
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -106,10 +121,14 @@ def main() -> None:
         }
         service_url, service = start_ready_service(work, env=env)
         for concurrency in options.concurrency:
-            sides = {}
-            for side, url in (("vllm", vllm_url), ("service", service_url)):
-                out = work / f"{side}-c{concurrency}.json"
-                sides[side] = summary(bench(url, model_dir, options, concurrency, out))
+            runs: dict[str, list[dict[str, float]]] = {"vllm": [], "service": []}
+            for round_ in range(options.rounds):
+                # Alternate which side goes first, so drift in the machine's speed falls on both sides.
+                order = [("vllm", vllm_url), ("service", service_url)]
+                for side, url in order if round_ % 2 == 0 else order[::-1]:
+                    out = work / f"{side}-c{concurrency}-r{round_}.json"
+                    runs[side].append(summary(bench(url, model_dir, options, concurrency, out)))
+            sides = {side: pooled(figures) for side, figures in runs.items()}
             ratio = sides["service"]["output_tokens_per_s"] / max(sides["vllm"]["output_tokens_per_s"], 1e-9)
             ttft_diff = sides["service"]["mean_ttft_ms"] - sides["vllm"]["mean_ttft_ms"]
             rows[f"c{concurrency}"] = {
@@ -130,7 +149,7 @@ def main() -> None:
         stop(vllm)
 
     print(f"\nvllm bench serve: random {options.input_len} in / {options.output_len} out, --ignore-eos, temperature 0, "
-          f"{options.num_prompts} prompts, backend {options.backend}")  # fmt: skip
+          f"{options.num_prompts} prompts x {options.rounds} rounds, backend {options.backend}")  # fmt: skip
     print(f"{'':6} {'side':8} {'tokens':>7} {'tok/s':>9} {'TTFT ms':>9} {'TPOT ms':>9}")
     for label, row in rows.items():
         for side in ("vllm", "service"):
@@ -144,6 +163,7 @@ def main() -> None:
             "benchmark": "vllm_bench",
             "backend": options.backend,
             "num_prompts": options.num_prompts,
+            "rounds": options.rounds,
             "input_len": options.input_len,
             "output_len": options.output_len,
             **rows,

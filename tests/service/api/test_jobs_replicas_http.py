@@ -24,7 +24,7 @@ from tests.conftest import start_service
 pytestmark = pytest.mark.engine
 
 VISIBILITY = 4.0
-GRACE = 8.0
+GRACE = 15.0
 # ~10 s on the CPU engine: still running when we kill or stop its replica.
 LONG = {
     "prompt": "Write a long story about a lighthouse keeper and a storm.",
@@ -34,8 +34,8 @@ LONG = {
     "answer": {"type": "text"},
     "background": True,
 }
-# ~2 s: finishes inside the grace period.
-SHORT = {**LONG, "params": {"n": 2}, "sampling": {"max_tokens": 64, "temperature": 1.0}}
+# A few seconds even on a slow CPU engine: finishes inside the grace period.
+SHORT = {**LONG, "params": {"n": 1}, "sampling": {"max_tokens": 24, "temperature": 1.0}}
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +86,12 @@ class Replicas:
             stop(process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def replicas(
     tmp_path_factory: pytest.TempPathFactory, vllm_url: str, own_redis: RedisServer
 ) -> Iterator[Replicas]:
+    """Each test's own replicas, all stopped when it ends, so a replica a failed test left running never
+    takes the next test's job."""
     group = Replicas(tmp_path_factory.mktemp("replicas"), vllm_url, own_redis.url)
     yield group
     group.stop_all()
@@ -144,7 +146,6 @@ def test_a_killed_replicas_job_is_taken_over_and_finished(replicas: Replicas, ow
     # The claim is renewed every third of the visibility timeout, so it lapses 2/3 V to V after the kill.
     assert VISIBILITY * 2 / 3 - 0.5 <= takeover <= VISIBILITY + 10, takeover
     assert pid_of(job_of(own_redis, job["id"])) != victim.pid
-    (stop(second) if victim is first else stop(first))  # the next tests start their own replicas
 
 
 def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
@@ -163,7 +164,8 @@ def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
         }
         for i in range(4)
     ]
-    body = {"problems": problems, "budget": {"tokens": 6000}}
+    # Small enough to finish on a CPU engine that other engines share (the budget, not the problems, ends it).
+    body = {"problems": problems, "budget": {"tokens": 2400}}
     job = httpx.post(f"{first_url}/v1/solve/batch", json=body, timeout=60).json()
     assert job["kind"] == "solve.batch"
     running = wait_job(own_redis, job["id"], ("running",))
@@ -178,8 +180,7 @@ def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
     assert finished["usage"]["attempts"] == 2
     result = finished["result"]
     assert [p["id"] for p in result["problems"]] == [p["id"] for p in problems]
-    assert 0 < result["usage"]["completion_tokens"] <= 6000
-    (stop(second) if victim is first else stop(first))
+    assert 0 < result["usage"]["completion_tokens"] <= 2400
 
 
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
@@ -200,7 +201,7 @@ def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
     replicas: Replicas, own_redis: RedisServer
 ) -> None:
     url, process = replicas.start()
-    long = {**LONG, "params": {"n": 16}, "sampling": {"max_tokens": 600, "temperature": 1.0}}
+    long = {**LONG, "params": {"n": 16}, "sampling": {"max_tokens": 400, "temperature": 1.0}}
     job = httpx.post(f"{url}/v1/solve", json=long, timeout=60).json()
     wait_job(own_redis, job["id"], ("running",))
     process.send_signal(signal.SIGTERM)
