@@ -219,7 +219,26 @@ class TTCOptions(Strict):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class SolveRequest(TTCOptions, RequestBody):
+class PromptOrMessages(RequestBody):
+    """A body that takes exactly one of `messages` and `prompt` (its subclass declares both fields), neither
+    of them null: /v1/solve and each problem of /v1/solve/batch."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_input(cls, data: Any) -> Any:
+        for key in ("messages", "prompt"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
+        return data
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PromptOrMessages:
+        if (getattr(self, "messages", None) is None) == (getattr(self, "prompt", None) is None):
+            raise ValueError("give exactly one of `messages` and `prompt`")
+        return self
+
+
+class SolveRequest(TTCOptions, PromptOrMessages):
     # Exactly one of `messages` and `prompt`, said in the schema too; leaving one out is how to not give it
     # (an explicit null is refused, so the schema and the code agree).
     model_config = ConfigDict(
@@ -238,18 +257,8 @@ class SolveRequest(TTCOptions, RequestBody):
     )
     stream: bool = Field(False, description="Send server-sent progress events, then the result.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_null_input(cls, data: Any) -> Any:
-        for key in ("messages", "prompt"):
-            if isinstance(data, dict) and key in data and data[key] is None:
-                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
-        return data
-
     @model_validator(mode="after")
-    def _one_input(self) -> SolveRequest:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("give exactly one of `messages` and `prompt`")
+    def _background_or_stream(self) -> SolveRequest:
         if self.background and self.stream:
             raise ValueError("`background` and `stream` exclude each other: stream GET /v1/jobs/{id}/events")
         return self
@@ -944,7 +953,7 @@ class BatchAllocation(Strict):
         return self
 
 
-class BatchProblem(RequestBody):
+class BatchProblem(PromptOrMessages):
     """One problem: the /v1/solve body without `budget` (the batch has one), with an optional `id`."""
 
     model_config = ConfigDict(
@@ -981,20 +990,6 @@ class BatchProblem(RequestBody):
         description="The known answer, if any: only for `correct` and the accuracy in progress and result; "
         "the allocator never sees it.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_null_input(cls, data: Any) -> Any:
-        for key in ("messages", "prompt"):
-            if isinstance(data, dict) and key in data and data[key] is None:
-                raise ValueError(f"`{key}` must not be null: leave it out and give the other one")
-        return data
-
-    @model_validator(mode="after")
-    def _one_input(self) -> BatchProblem:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("give exactly one of `messages` and `prompt`")
-        return self
 
 
 class BatchSolveRequest(RequestBody):
