@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import redis
 
+from service.runtime.engine_vllm import cpu_has_native_bf16, engine_dtype
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results"
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "ttc-service" / "models" / "SmolLM2-135M-Instruct"
@@ -74,6 +76,8 @@ def start_vllm(
         "--max-model-len",
         "2048",
         "--enforce-eager",
+        "--dtype",
+        engine_dtype("auto", on_cpu=True, native_bf16=cpu_has_native_bf16()),
         "--enable-prompt-tokens-details",
         "--host",
         "127.0.0.1",

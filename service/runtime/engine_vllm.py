@@ -71,6 +71,22 @@ def _to_logprobs(token_ids: Sequence[int], entries: Any) -> tuple[TokenLogprob, 
     return tuple(result)
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True where the CPU computes in bf16 itself (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return True  # not Linux: leave the choice to vLLM
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def engine_dtype(requested: str, on_cpu: bool, native_bf16: bool) -> str:
+    """vLLM's dtype for `requested`: auto stays vLLM's choice except on a CPU that would emulate bf16."""
+    if requested == "auto" and on_cpu and not native_bf16:
+        return "float32"
+    return requested
+
+
 class InProcessEngine(ChatTokenizer):
     """AsyncLLM (vLLM v1) running in this process; its engine core is a child process."""
 
@@ -91,6 +107,7 @@ class InProcessEngine(ChatTokenizer):
         on_cpu = current_platform.is_cpu()
         args = AsyncEngineArgs(
             model=model_path,
+            dtype=engine_dtype(settings.dtype, on_cpu, cpu_has_native_bf16()),
             enable_chunked_prefill=not on_cpu,
             max_num_batched_tokens=max(settings.max_model_len, 2048) if on_cpu else None,
             served_model_name=self.model_name,

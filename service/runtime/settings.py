@@ -92,6 +92,14 @@ class Settings(BaseSettings):
         ge=16,
         description="KV block size; small blocks let search branches share all but a partial block.",
     )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description=(
+            "Weights and activations of the in-process engine (vLLM's dtype). auto: the model's own, except "
+            "float32 on a CPU without native bf16 (AVX2 only), where bf16 is emulated and batched decoding "
+            "measured about 2.8x slower (loadtests/engine_dtype.py)."
+        ),
+    )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="For GPU builds of vLLM only.")
     tensor_parallel_size: int = Field(
         1,
