@@ -19,7 +19,7 @@ from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, Tok
 from service.runtime.errors import EngineUnavailable, InvalidRequest
 from service.runtime.libraries import IMPORT_LOCK
 from service.runtime.load import KV_USAGE, RUNNING, WAITING, EngineLoad, combine
-from service.runtime.settings import Settings
+from service.runtime.settings import EngineDtype, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def engine_dtype(requested: str, on_cpu: bool, native_bf16: bool) -> str:
+def engine_dtype(requested: EngineDtype, on_cpu: bool, native_bf16: bool) -> EngineDtype:
     """vLLM's dtype for `requested`: auto stays vLLM's choice except on a CPU that would emulate bf16."""
     if requested == "auto" and on_cpu and not native_bf16:
         return "float32"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HardwareName = Literal["cpu", "h100", "h200", "b200", "a100"]
+EngineDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class RewardModelEndpoint(BaseModel):
@@ -92,7 +93,7 @@ class Settings(BaseSettings):
         ge=16,
         description="KV block size; small blocks let search branches share all but a partial block.",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: EngineDtype = Field(
         "auto",
         description=(
             "Weights and activations of the in-process engine (vLLM's dtype). auto: the model's own, except "

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.runtime.engine_vllm import cpu_has_native_bf16, engine_dtype
+from service.runtime.settings import EngineDtype
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,7 @@ from service.runtime.engine_vllm import cpu_has_native_bf16, engine_dtype
         ("float16", False, True, "float16"),
     ],
 )
-def test_engine_dtype(requested: str, on_cpu: bool, native_bf16: bool, expected: str) -> None:
+def test_engine_dtype(requested: EngineDtype, on_cpu: bool, native_bf16: bool, expected: str) -> None:
     assert engine_dtype(requested, on_cpu, native_bf16) == expected
 
 
