@@ -7,7 +7,9 @@ each carry their own k documents; one call. IterDRAG (Self-Ask with retrieval): 
 "Intermediate answer: ..."; at most n rounds, then "So the final answer is: ...". Every label is prefilled,
 each call stops at the end of its line, and vLLM's structured outputs (a regex) keep each line in its format;
 a later follow-up must name the previous intermediate answer (the bridge entity of a two-hop question), so it
-retrieves the second hop's document. The prompt only ever grows, so every call reuses the previous one's prefix
+retrieves the second hop's document. Unlike Yue et al., no documents precede the first follow-up (they lead a
+small model to ask about the second hop's entity first), and every answer is a span of the documents just
+shown, never starting with the bridge it asked about (else the model copies the bridge or drifts off them). The prompt only ever grows, so every call reuses the previous one's prefix
 in the engine's cache. Budget: `context_tokens` caps the effective context length.
 
 Sampling: a RAG answer is a short fact, so a request that sets no sampling gets `SAMPLING_DEFAULTS` (greedy,
@@ -60,6 +62,7 @@ OPENING = r"(In which|In what|Which|What|Who|Whom|Whose|Where|When|How|Is|Are|Wa
 QUESTION = rf" {OPENING} [^\n?]{{2,100}}\?"
 ANSWER = r" [^\n.?]{1,60}"  # a short answer: a name, a place or a number, not a sentence
 BRIDGE_WORDS = 6  # an intermediate answer longer than this is a sentence, not an entity to carry
+SPAN_WORDS = 4  # longest span of the documents an intermediate answer may be ("the town of Kelvadi")
 
 
 def follow_up_pattern(bridge: str | None) -> str:
@@ -71,12 +74,36 @@ def follow_up_pattern(bridge: str | None) -> str:
     return QUESTION  # no short answer to carry: any question
 
 
-def answer_pattern(avoid: str | None) -> str:
-    """A short answer that does not start with `avoid` (the bridge entity the hop was asked about)."""
+def document_spans(passages: Sequence[Passage], max_words: int = SPAN_WORDS) -> list[str]:
+    """Every run of 1 to `max_words` words inside one sentence of the documents' titles and texts, in order
+    of first appearance: the answers an intermediate hop can read off what it was shown."""
+    spans: dict[str, None] = {}
+    for passage in passages:
+        for sentence in re.split(r"(?<=[.!?;])\s+|\n", f"{passage.title}. {passage.text}"):
+            words = [word.strip(".,;:!?()\"'") for word in sentence.split()]
+            words = [word for word in words if word]
+            for start in range(len(words)):
+                for end in range(start + 1, min(start + max_words, len(words)) + 1):
+                    spans.setdefault(" ".join(words[start:end]))
+    return list(spans)
+
+
+def answer_pattern(avoid: str | None, passages: Sequence[Passage] = ()) -> str:
+    """An intermediate answer: a span of the documents just shown (a small model otherwise drifts into
+    words that are in none of them) that does not start with `avoid`, the bridge entity the hop was asked
+    about (a small model copies it). With no documents, any short answer not starting with `avoid`."""
     entity = avoid.strip().rstrip(".") if avoid else ""
-    if not entity or len(entity.split()) > BRIDGE_WORDS:
+    carry = entity if entity and len(entity.split()) <= BRIDGE_WORDS else ""
+    spans = [
+        span
+        for span in document_spans(passages)
+        if not (carry and span.lower().startswith(carry.split()[0].lower()))
+    ]
+    if spans:
+        return " (" + "|".join(re.escape(span) for span in spans) + ")"
+    if not carry:
         return ANSWER
-    other = "|".join(re.escape(entity[:i]) + f"[^{re.escape(entity[i])}\\n.?]" for i in range(len(entity)))
+    other = "|".join(re.escape(carry[:i]) + f"[^{re.escape(carry[i])}\\n.?]" for i in range(len(carry)))
     return rf" ({other})[^\n.?]{{0,60}}"
 
 
@@ -180,8 +207,10 @@ async def iterdrag(task: Task, engine: Engine, budget: BudgetTracker, theta: The
     follow-up is retrieved for itself, not the original question."""
     rag = context_of(task)
     demos = await demonstrations(rag, theta.m, theta.k)
-    passages = await rag.retriever.search(task.question, theta.k) if theta.k > 0 else []
-    ids = engine.encode(build_prompt(engine, task, demos, passages, ITER_INSTRUCTIONS, SELF_ASK_EXAMPLE))
+    # No documents for the whole question before the first follow-up (Yue et al. show them): retrieval for a
+    # two-hop question finds the second hop's document (the town, by its river), and a small model then asks
+    # about the entity it sees instead of the one the question starts from.
+    ids = engine.encode(build_prompt(engine, task, demos, [], ITER_INSTRUCTIONS, SELF_ASK_EXAMPLE))
     steps: list[dict[str, Any]] = []
     tokens = 0
 
@@ -197,6 +226,7 @@ async def iterdrag(task: Task, engine: Engine, budget: BudgetTracker, theta: The
         return text.strip()
 
     final: str | None = None
+    last_shown: list[Passage] = []
     try:
         for round_ in range(theta.n):
             if round_ == 0:  # the first follow-up is prefilled: one retrieval round at least
@@ -224,11 +254,14 @@ async def iterdrag(task: Task, engine: Engine, budget: BudgetTracker, theta: The
                 shown.pop()
             # A later hop's answer may not repeat the bridge it was asked about (a small model copies it).
             bridge = steps[-1]["answer"] if steps else None
-            answer = await line(f"\n{format_documents(shown)}\nIntermediate answer:", answer_pattern(bridge))
+            answer = await line(f"\n{format_documents(shown)}\nIntermediate answer:", answer_pattern(bridge, shown))
             steps.append({"follow_up": sub_question, "documents": [p.title for p in shown], "answer": answer})
+            last_shown = shown
             task.report({"event": "iteration", "round": round_, "follow_up": sub_question, "answer": answer})
         if final is None:
-            final = await line("\nSo the final answer is:", ANSWER)
+            # Read off the last hop's documents, and never an earlier hop's answer: that was a bridge.
+            earlier = steps[-2]["answer"] if len(steps) >= 2 else None
+            final = await line("\nSo the final answer is:", answer_pattern(earlier, last_shown))
     except BudgetExhausted:
         if not steps:
             raise
@@ -239,7 +272,7 @@ async def iterdrag(task: Task, engine: Engine, budget: BudgetTracker, theta: The
         answer=candidate.answer,
         candidates=[candidate],
         params={"mode": "iterdrag", "k": theta.k, "demos": len(demos), "iterations": len(steps)},
-        details={"documents": [p.title for p in passages], "steps": steps},
+        details={"documents": [title for step in steps for title in step["documents"]], "steps": steps},
     )
 
 

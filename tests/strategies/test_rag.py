@@ -200,11 +200,6 @@ TWO_HOP = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12, open: the first follow-up names the town shown by the initial retrieval for the whole "
-    "question (k=1 finds the town's document), so the first hop retrieves the town, not the person",
-)
 def test_iterdrag_two_hop_carries_the_bridge_entity(client: httpx.Client) -> None:
     """Each hop is one document: the first follow-up retrieves the person, whose town (the bridge) the second
     follow-up names, which retrieves the town and its river. Greedy, the engine's real output."""
