@@ -254,7 +254,9 @@ async def iterdrag(task: Task, engine: Engine, budget: BudgetTracker, theta: The
                 shown.pop()
             # A later hop's answer may not repeat the bridge it was asked about (a small model copies it).
             bridge = steps[-1]["answer"] if steps else None
-            answer = await line(f"\n{format_documents(shown)}\nIntermediate answer:", answer_pattern(bridge, shown))
+            answer = await line(
+                f"\n{format_documents(shown)}\nIntermediate answer:", answer_pattern(bridge, shown)
+            )
             steps.append({"follow_up": sub_question, "documents": [p.title for p in shown], "answer": answer})
             last_shown = shown
             task.report({"event": "iteration", "round": round_, "follow_up": sub_question, "answer": answer})
