@@ -55,19 +55,22 @@ def test_a_busy_engine_gets_a_smaller_plan(client: httpx.Client, service_url: st
     stop = threading.Event()
 
     def busy() -> None:
-        """Long plain generations, one after another, until the test is done."""
+        """Long streamed generations, one after another, until the test is done; then the stream is closed
+        mid-way, which stops its engine work (a disconnect), so the test does not wait for it to finish."""
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+            "n": 12,
+            "max_tokens": 160,
+            "ignore_eos": True,
+            "stream": True,
+        }
         with httpx.Client(base_url=service_url, timeout=300) as http:
             while not stop.is_set():
-                http.post(
-                    "/v1/chat/completions",
-                    json={
-                        "model": model,
-                        "messages": [{"role": "user", "content": "Write a long story about the sea."}],
-                        "n": 12,
-                        "max_tokens": 160,
-                        "ignore_eos": True,
-                    },
-                )
+                with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    for _ in response.iter_lines():
+                        if stop.is_set():
+                            break
 
     # 48 sequences: under the admission's per-key share (64 of 128), so the auto request is not queued
     threads = [threading.Thread(target=busy) for _ in range(4)]
