@@ -17,18 +17,20 @@ from typing import Any
 
 from loadtests.harness import DEFAULT_MODEL_DIR, print_result
 from service.runtime.engine_vllm import cpu_has_native_bf16
+from service.runtime.settings import Settings
 
 
 def measure(dtype: str, batch: int, max_tokens: int, rounds: int) -> dict[str, float]:
     """Tokens per second of one sequence and of `batch` sequences under `dtype` (best of `rounds`)."""
     from vllm import LLM, SamplingParams
 
+    settings = Settings()
     llm = LLM(
         model=str(DEFAULT_MODEL_DIR),
         dtype=dtype,
         enforce_eager=True,
-        max_model_len=2048,
-        block_size=32,
+        max_model_len=settings.max_model_len,
+        block_size=settings.kv_block_size,
         enable_prefix_caching=True,
     )
     params = SamplingParams(temperature=0.8, max_tokens=max_tokens, ignore_eos=True, seed=0)

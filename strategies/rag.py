@@ -9,8 +9,8 @@ each call stops at the end of its line, and vLLM's structured outputs (a regex) 
 a later follow-up must name the previous intermediate answer (the bridge entity of a two-hop question), so it
 retrieves the second hop's document. Unlike Yue et al., no documents precede the first follow-up (they lead a
 small model to ask about the second hop's entity first), and every answer is a span of the documents just
-shown, never starting with the bridge it asked about (else the model copies the bridge or drifts off them). The prompt only ever grows, so every call reuses the previous one's prefix
-in the engine's cache. Budget: `context_tokens` caps the effective context length.
+shown, never starting with the bridge it asked about (else the model copies the bridge or drifts off them).
+The prompt only ever grows, so every call reuses the previous one's prefix in the engine's cache. Budget: `context_tokens` caps the effective context length.
 
 Sampling: a RAG answer is a short fact, so a request that sets no sampling gets `SAMPLING_DEFAULTS` (greedy,
 32 tokens), the settings every configuration in the benchmark was measured with.
@@ -65,11 +65,17 @@ BRIDGE_WORDS = 6  # an intermediate answer longer than this is a sentence, not a
 SPAN_WORDS = 4  # longest span of the documents an intermediate answer may be ("the town of Kelvadi")
 
 
+def bridge_entity(answer: str | None) -> str:
+    """An intermediate answer as an entity a later line can name or avoid; "" when it is a sentence."""
+    entity = answer.strip().rstrip(".") if answer else ""
+    return entity if len(entity.split()) <= BRIDGE_WORDS else ""
+
+
 def follow_up_pattern(bridge: str | None) -> str:
     """Structured output for a later follow-up: a question that names the bridge entity just found (the
     previous intermediate answer), so that the next retrieval looks for it."""
-    entity = bridge.strip().rstrip(".") if bridge else ""
-    if entity and len(entity.split()) <= BRIDGE_WORDS and "?" not in entity:
+    entity = bridge_entity(bridge)
+    if entity and "?" not in entity:
         return rf" {OPENING} [^\n?]{{0,100}}{re.escape(entity)}[^\n?]{{0,100}}\?"
     return QUESTION  # no short answer to carry: any question
 
@@ -92,12 +98,10 @@ def answer_pattern(avoid: str | None, passages: Sequence[Passage] = ()) -> str:
     """An intermediate answer: a span of the documents just shown (a small model otherwise drifts into
     words that are in none of them) that does not start with `avoid`, the bridge entity the hop was asked
     about (a small model copies it). With no documents, any short answer not starting with `avoid`."""
-    entity = avoid.strip().rstrip(".") if avoid else ""
-    carry = entity if entity and len(entity.split()) <= BRIDGE_WORDS else ""
+    carry = bridge_entity(avoid)
+    first_word = carry.split()[0].lower() if carry else None
     spans = [
-        span
-        for span in document_spans(passages)
-        if not (carry and span.lower().startswith(carry.split()[0].lower()))
+        span for span in document_spans(passages) if not (first_word and span.lower().startswith(first_word))
     ]
     if spans:
         return " (" + "|".join(re.escape(span) for span in spans) + ")"

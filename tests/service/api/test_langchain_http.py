@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field
 pytestmark = pytest.mark.engine
 
 QUESTION = "Describe a person called Ann, aged 31, as JSON with her name and age."
+JSON_MODE_QUESTION = (
+    "Describe a person called Ann, aged 31, as JSON with exactly two keys, name and age. Answer in JSON."
+)
 
 
 class Person(BaseModel):
@@ -45,6 +48,6 @@ def test_with_structured_output_json_mode(service_url: str, ttc: dict[str, Any] 
     # json_mode puts no schema in the prompt (LangChain leaves that to the caller): asked only for "JSON", this
     # model keeps inventing keys until the length limit, so the question names the keys, as a caller would
     structured = chat_model(service_url, ttc).with_structured_output(schema, method="json_mode")
-    answer = structured.invoke(QUESTION.replace("with her", "with exactly two keys,") + " Answer in JSON.")
+    answer = structured.invoke(JSON_MODE_QUESTION)
     assert isinstance(answer, dict)  # json_object constrains the syntax only; the keys are the model's choice
     jsonschema.validate(answer, {"type": "object"})
