@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.harness import free_port, start_ready_service, stop
+from loadtests.harness import free_port, start_ready_service, stop, wait_ready
+from loadtests.harness import start_service as start_service_process
 
 STARTUP_SECONDS = 600
 
@@ -36,6 +37,26 @@ def start_service(
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """A ready `python -m service` on a free port, its log in `tmp` (the tests' default start-up time)."""
     return start_ready_service(tmp, *args, env=env, ready_path=ready_path, timeout=timeout)
+
+
+def start_services(
+    specs: list[tuple[Path, dict[str, str]]], timeout: float = STARTUP_SECONDS
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """Several `python -m service` processes (log folder, environment each) started at once and waited for
+    together: an engine's start-up is mostly one core's work, so two start in little more than one's time."""
+    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    try:
+        for log_dir, env in specs:
+            port = free_port()
+            log_path = log_dir / f"service-{port}.log"
+            started.append((f"http://127.0.0.1:{port}", start_service_process(port, log_path, env), log_path))
+        for url, process, log_path in started:
+            wait_ready(url, process, timeout=timeout, log_path=log_path)
+    except BaseException:
+        for _, process, _ in started:
+            stop(process)
+        raise
+    return [(url, process) for url, process, _ in started]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 from redis import Redis
 
 from loadtests.harness import ROOT, free_port, start_process, stop
-from tests.conftest import start_service
+from tests.conftest import start_service, start_services
 
 pytestmark = pytest.mark.engine
 
@@ -48,18 +48,15 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, namespace: str) -> Iterat
         "TTC_DEFAULT_BUDGET_TOKENS": str(DEFAULT_TOKENS),
         "TTC_KV_CACHE_GIB": "1",
     }
-    url_a, process_a = start_service(tmp_path_factory.mktemp("replica-a"), env=env)
-    try:
-        small = {
-            **env,
-            "TTC_ADMISSION_MAX_SEQUENCES": "4",
-            "TTC_ADMISSION_MAX_WAITING": "4",
-            "TTC_ADMISSION_MAX_WAIT_SECONDS": "20",
-        }
-        url_b, process_b = start_service(tmp_path_factory.mktemp("replica-b"), env=small)
-    except BaseException:
-        stop(process_a)
-        raise
+    small = {
+        **env,
+        "TTC_ADMISSION_MAX_SEQUENCES": "4",
+        "TTC_ADMISSION_MAX_WAITING": "4",
+        "TTC_ADMISSION_MAX_WAIT_SECONDS": "20",
+    }
+    (url_a, process_a), (url_b, process_b) = start_services(
+        [(tmp_path_factory.mktemp("replica-a"), env), (tmp_path_factory.mktemp("replica-b"), small)]
+    )
     yield url_a, url_b
     stop(process_b)
     stop(process_a)
