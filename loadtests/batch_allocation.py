@@ -1,78 +1,290 @@
 """The batch allocator (POST /v1/solve/batch) against uniform best-of-N and per-prompt `auto`, at equal total eFLOPs.
 
-Problems: the report split of the allocator benchmark's mixed set (one-, two- and three-digit addition,
-one-digit multiplication, GSM8K test), so nothing here was fitted on them: the difficulty profile `auto` and
-the batch allocator read (strategies/allocation/profiles/best_of_n.json) was fitted on the fit split
-(another seed, GSM8K train), and the allocator's knobs are their defaults. In one run it
+Problems: the mixed set of the allocator benchmark (one-, two- and three-digit addition, one-digit
+multiplication, GSM8K), a fit split (another seed, GSM8K train) and a report split (GSM8K test). In one run it
 
-1. draws a pool of --pool samples per problem (one best-of-N call each) and prices uniform best-of-N
-   (majority) at N = 1, 2, 4, ... by replaying random subsets of each pool, with the service's own eFLOPs
-   accounting (loadtests/allocator.py's fixed_policies);
-2. for each N in --budgets, takes uniform best-of-N's total eFLOPs over the set as ONE budget and runs
-   - the batch allocator: one POST /v1/solve/batch job over every problem with that total as its eFLOPs cap;
-   - per-prompt `auto`: every problem on its own with an equal share of that total as its eFLOPs cap;
-3. compares accuracy at equal total eFLOPs, and the eFLOPs the batch allocator needs to reach uniform
-   best-of-N's best accuracy; plots accuracy against total eFLOPs; ends with one JSON line.
+1. draws a pool of --pool samples per problem with their top-20 logprobs (one chat call with n = pool,
+   /v1/solve's sampling), priced with the service's own eFLOPs accounting;
+2. replays on the same pools, so every policy sees the same samples (between two live runs of the same
+   best-of-N on this model, accuracy moved by 7 points):
+   - uniform best-of-N at N = 1, 2, 4, ...: majority, and DeepConf's confidence vote (the top keep% of the N
+     samples by lowest group confidence, weighted by it);
+   - the batch allocator itself (strategies.allocation.batch.allocate, the service's own code) with the pools
+     as its engine: a problem's samples come from its pool in a random order and are priced as the calls the
+     allocator makes (each call pays its prompt and weight reads, no prefix-cache discount), under ONE cap
+     equal to uniform best-of-N's total at N in --budgets; at most --pool samples per problem. Whole runs of
+     other strategies cannot be replayed from sample pools: the replayed allocator has samples only, the live
+     job (step 5) has its whole plan space;
+3. on the fit split, replays a small grid of the allocator's knobs (probe size, vote) and names the best; the
+   service's defaults are what the report split is measured with (a default the fit measured worse than an
+   alternative is flagged);
+4. on the report split, compares at each budget: batch vs uniform majority best-of-N (the issue's baseline),
+   vs uniform best-of-N with the same confidence vote (what moving compute adds on its own), and the eFLOPs the
+   batch needs to reach uniform majority best-of-N's best accuracy;
+5. runs the same batch LIVE once through POST /v1/solve/batch (a job, one eFLOPs cap) at --live-budget, and
+   per-prompt `auto` live at every budget (each problem with an equal share of the total as its own cap);
+6. plots accuracy against total eFLOPs; ends with one JSON line.
 
-    .venv/bin/python -m loadtests.batch_allocation --quick        # a couple of minutes
-    .venv/bin/python -m loadtests.batch_allocation                # 200 problems (see --help)
+    .venv/bin/python -m loadtests.batch_allocation --quick        # a few minutes
+    .venv/bin/python -m loadtests.batch_allocation                # 200 report problems (see --help)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import random
+import statistics
 import time
 import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loadtests.allocator import fixed_policies, interpolate
-from loadtests.fit_profiles import (
-    SPEC,
-    CostModel,
-    Pool,
-    Problem,
-    collect_pools,
-    load_tokenizer,
-    post,
-    problem_set,
-    solve_body,
-)
+from loadtests.allocator import interpolate
+from loadtests.deepconf import TracePool, collect
+from loadtests.fit_profiles import SPEC, CostModel, Problem, post, problem_set, solve_body
 from loadtests.harness import ROOT, print_result, running_service
+from strategies.allocation.batch import (
+    Cost,
+    Drawn,
+    Fairness,
+    Prompt,
+    Remaining,
+    Rules,
+    allocate,
+    unsampled,
+)
+from strategies.allocation.costs import SecondsModel
+from strategies.allocation.profiles import load_profiles
+from strategies.base import Candidate
+from strategies.confidence import lowest_group_confidence
+from strategies.deepconf import DeepConfParams
+from strategies.selection import confident, select
 from verifiers.answers import answers_equal
 
 RESULTS = ROOT / "loadtests" / "results" / "batch_allocation"
+PROFILES = ROOT / "strategies" / "allocation" / "profiles"
 FAMILIES = ("add1", "mul", "add2", "add3", "gsm8k")
+WINDOW = DeepConfParams().window
 
 
-def report_problems(total: int, gsm8k_share: float, seed: int) -> list[Problem]:
-    """`total` problems of the report split: GSM8K's share, the rest spread evenly over the arithmetic."""
+def mixed_problems(total: int, gsm8k_share: float, seed: int, split: str) -> list[Problem]:
+    """`total` problems of a split: GSM8K's share, the rest spread evenly over the four arithmetic families."""
     gsm = round(total * gsm8k_share)
     per_family = max((total - gsm) // 4, 1)
-    problems = problem_set(per_family, gsm, seed, "report")
-    return problems[:total]
+    return problem_set(per_family, gsm, seed, split)[:total]
 
 
-def batch_problem(problem: Problem) -> dict[str, Any]:
+@dataclass
+class Scored:
+    """One pool as the replays read it: answers, whether each is right, lengths, confidences."""
+
+    pool: TracePool
+    right: list[bool]
+    confidence: list[float]
+
+    @classmethod
+    def of(cls, pool: TracePool) -> Scored:
+        right = [pool.correct(answer) for answer in pool.answers]
+        confidence = [lowest_group_confidence(c, WINDOW) for c in pool.confidences]
+        return cls(pool, right, confidence)
+
+    def candidates(self, order: list[int]) -> list[Candidate]:
+        pool = self.pool
+        return [Candidate("", pool.answers[i], pool.lengths[i], score=self.confidence[i]) for i in order]
+
+    def answer(self, order: list[int], vote: str, keep_percent: float) -> bool:
+        candidates = self.candidates(order)
+        chosen = (
+            confident(candidates, keep_percent) if vote == "confidence" else select(candidates, "majority")
+        )
+        return chosen is not None and answers_equal(chosen.answer, self.pool.problem.answer, SPEC)
+
+    def eflops(self, order: list[int], cost: CostModel) -> float:
+        """One call with these samples, as the service charges it (no prefix-cache discount)."""
+        return cost.samples(self.pool.prompt_tokens, [self.pool.lengths[i] for i in order])
+
+
+def save_pools(path: Path, cost: dict[str, Any], pools: dict[str, list[TracePool]]) -> None:
+    """The drawn pools (and the service's cost model) as JSON, so the replays can be run again offline."""
+
+    def row(pool: TracePool) -> dict[str, Any]:
+        return {
+            "problem": dataclasses.asdict(pool.problem),
+            "answers": pool.answers,
+            "confidences": [[round(value, 4) for value in c] for c in pool.confidences],
+            "prompt_tokens": pool.prompt_tokens,
+            "cached_prompt_tokens": pool.cached_prompt_tokens,
+            "eflops": pool.eflops,
+            "eflops_no_weights": pool.eflops_no_weights,
+        }
+
+    path.write_text(json.dumps({"cost": cost, **{k: [row(p) for p in v] for k, v in pools.items()}}))
+
+
+def load_pools(path: Path) -> tuple[dict[str, Any], dict[str, list[TracePool]]]:
+    data = json.loads(path.read_text())
+    cost = data.pop("cost")
+    pools = {
+        split: [
+            TracePool(
+                Problem(**row["problem"]),
+                row["answers"],
+                row["confidences"],
+                row["prompt_tokens"],
+                row["cached_prompt_tokens"],
+                row["eflops"],
+                row["eflops_no_weights"],
+            )
+            for row in rows
+        ]
+        for split, rows in data.items()
+    }
+    return cost, pools
+
+
+def uniform(
+    scored: list[Scored],
+    sizes: list[int],
+    vote: str,
+    keep_percent: float,
+    replays: int,
+    seed: int,
+    cost: CostModel,
+) -> list[dict[str, Any]]:
+    """Uniform best-of-N at every N: random N-subsets of each pool, one call each."""
+    rng = random.Random(seed)
+    curve = []
+    for n in sizes:
+        hits = eflops = 0.0
+        for item in scored:
+            for _ in range(replays):
+                order = rng.sample(range(len(item.right)), n)
+                hits += item.answer(order, vote, keep_percent) / replays
+                eflops += item.eflops(order, cost) / replays
+        curve.append({"n": n, "accuracy": hits / len(scored), "total_eflops": eflops})
+    return curve
+
+
+class PoolEngine:
+    """The pools as the allocator's engine and the batch's tracker: a problem's samples come from its pool in
+    a random order, each call priced as the service prices it; `left` is the cap minus the spend."""
+
+    def __init__(self, scored: list[Scored], cap: float, cost: CostModel, vote: str, seed: int) -> None:
+        rng = random.Random(seed)
+        self.by_key = {item.pool.problem.id: item for item in scored}
+        self.order = {
+            key: rng.sample(range(len(item.right)), len(item.right)) for key, item in self.by_key.items()
+        }
+        self.used = dict.fromkeys(self.by_key, 0)
+        self.cap, self.cost, self.vote = cap, cost, vote
+        self.spent = 0.0
+
+    def left(self) -> Remaining:
+        return Remaining(None, self.cap - self.spent)
+
+    async def draw(self, steps: list[tuple[str, int]]) -> dict[str, Drawn]:
+        out = {}
+        for key, n in steps:
+            item = self.by_key[key]
+            start = self.used[key]
+            order = self.order[key][start : start + n]
+            self.used[key] = start + len(order)
+            candidates = item.candidates(order)
+            if self.vote != "confidence":
+                for candidate in candidates:
+                    candidate.score = None
+            eflops = item.eflops(order, self.cost) if order else 0.0
+            self.spent += eflops
+            out[key] = Drawn(candidates, eflops, sum(c.tokens for c in candidates))
+        return out
+
+
+def replay_batch(
+    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seed: int
+) -> dict[str, Any]:
+    """The service's allocator over the pools under one eFLOPs cap: accuracy, spend, samples by family."""
+    engine = PoolEngine(scored, cap, cost, rules.vote, seed)
+    pricing = Cost(cost.shape, cost.hardware, cost.weights, SecondsModel())
+    size = min(len(item.right) for item in scored)
+    rules = replace(rules, max_samples=min(rules.max_samples, size))
+    prompts = [
+        Prompt(
+            item.pool.problem.id,
+            unsampled(pricing, item.pool.prompt_tokens, item.pool.problem.max_tokens, size),
+        )
+        for item in scored
+    ]
+    profile = load_profiles(PROFILES).get("best_of_n")
+    ledgers, pools = asyncio.run(
+        allocate(
+            prompts,
+            engine.draw,
+            engine.left,
+            Remaining(None, cap),
+            rules,
+            Fairness(allow_abstain=True),
+            profile,
+        )
+    )
+    hits = 0
+    samples: dict[str, list[int]] = {}
+    for ledger in ledgers:
+        item = engine.by_key[ledger.key]
+        candidates = pools[ledger.key]
+        if rules.vote == "confidence":
+            chosen = confident(candidates, rules.keep_percent)
+        else:
+            chosen = select(candidates, "majority")
+        hits += chosen is not None and answers_equal(chosen.answer, item.pool.problem.answer, SPEC)
+        samples.setdefault(item.pool.problem.family, []).append(ledger.samples)
     return {
-        "id": problem.id,
-        "prompt": problem.question,
-        "sampling": {"max_tokens": problem.max_tokens},
-        "reference_answer": problem.answer,
+        "accuracy": hits / len(scored),
+        "total_eflops": engine.spent,
+        "spent_over_cap": engine.spent / cap,
+        "mean_samples_by_family": {f: round(statistics.mean(v), 2) for f, v in samples.items()},
     }
 
 
-def run_batch(url: str, problems: list[Problem], total_eflops: float, timeout: float) -> dict[str, Any]:
-    """One batch job over every problem under `total_eflops`; its result and wall time."""
+def replay_mean(
+    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seeds: int
+) -> dict[str, Any]:
+    """replay_batch over `seeds` random pool orders, averaged."""
+    runs = [replay_batch(scored, cap, rules, cost, seed) for seed in range(seeds)]
+    families = runs[0]["mean_samples_by_family"]
+    return {
+        "accuracy": statistics.mean(r["accuracy"] for r in runs),
+        "total_eflops": statistics.mean(r["total_eflops"] for r in runs),
+        "spent_over_cap": max(r["spent_over_cap"] for r in runs),
+        "mean_samples_by_family": {
+            f: round(statistics.mean(r["mean_samples_by_family"][f] for r in runs), 2) for f in families
+        },
+    }
+
+
+# -- live ------------------------------------------------------------------------------------------------
+
+
+def live_batch(url: str, problems: list[Problem], total_eflops: float) -> dict[str, Any]:
+    """One POST /v1/solve/batch job over every problem under `total_eflops`, with the default allocation."""
     body = {
-        "problems": [batch_problem(problem) for problem in problems],
-        "budget": {"eflops": total_eflops, "seconds": timeout},
-        # at uniform BoN4's actual spend the expected cost of one sample everywhere is close to the cap; with
-        # abstention allowed the batch is never refused, and a problem it could not pay is reported as unfunded
+        "problems": [
+            {
+                "id": p.id,
+                "prompt": p.question,
+                "sampling": {"max_tokens": p.max_tokens},
+                "reference_answer": p.answer,
+            }
+            for p in problems
+        ],
+        "budget": {"eflops": total_eflops, "seconds": 3600},
+        # at uniform BoN4's spend one worst-case sample everywhere may not fit: an unpaid problem abstains
         "allocation": {"allow_abstain": True},
     }
     started = time.monotonic()
@@ -84,7 +296,7 @@ def run_batch(url: str, problems: list[Problem], total_eflops: float, timeout: f
             job = client.get(f"/v1/jobs/{job_id}").json()
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 break
-            time.sleep(1.0)
+            time.sleep(2.0)
     if job["status"] != "succeeded":
         raise RuntimeError(f"batch job {job_id} {job['status']}: {job.get('error')}")
     result: dict[str, Any] = job["result"]
@@ -94,75 +306,57 @@ def run_batch(url: str, problems: list[Problem], total_eflops: float, timeout: f
     return {
         "accuracy": result["summary"]["accuracy"],
         "total_eflops": result["usage"]["eflops"],
-        "cap": total_eflops,
-        "samples": result["summary"]["samples"],
+        "spent_over_cap": result["usage"]["eflops"] / total_eflops,
         "statuses": result["summary"]["statuses"],
-        "mean_samples_by_family": {f: round(sum(v) / len(v), 2) for f, v in samples.items()},
-        "rounds": result["summary"]["rounds"],
+        "mean_samples_by_family": {f: round(statistics.mean(v), 2) for f, v in samples.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-async def run_auto(url: str, problems: list[Problem], cap_each: float, concurrency: int) -> dict[str, Any]:
+async def live_auto(url: str, problems: list[Problem], cap_each: float, concurrency: int) -> dict[str, Any]:
     """Per-prompt `auto`, every problem under an equal share of the total (no memory of past prompts)."""
     gate = asyncio.Semaphore(concurrency)
     memory = f"batch-bench-{uuid.uuid4().hex[:8]}"
 
-    async def one(client: httpx.AsyncClient, problem: Problem) -> tuple[bool, float, int]:
+    async def one(client: httpx.AsyncClient, problem: Problem) -> tuple[bool, float]:
         body = solve_body(
             problem, {"eflops": cap_each}, {"memory": memory, "remember": False, "neighbours": False}
         )
-        body["return_candidates"] = True
         async with gate:
             try:
                 result = await post(client, body)
             except RuntimeError as exc:  # refused (a cap below one sample): counted as a wrong answer
                 print(f"  auto refused {problem.id}: {exc}", flush=True)
-                return False, 0.0, 0
-        correct = answers_equal(result["answer"], problem.answer, SPEC)
-        return correct, float(result["usage"]["eflops"]), len(result.get("candidates") or [])
+                return False, 0.0
+        return answers_equal(result["answer"], problem.answer, SPEC), float(result["usage"]["eflops"])
 
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         rows = await asyncio.gather(*(one(client, problem) for problem in problems))
+    total = sum(eflops for _, eflops in rows)
     return {
-        "accuracy": sum(ok for ok, _, _ in rows) / len(rows),
-        "total_eflops": sum(eflops for _, eflops, _ in rows),
-        "cap": cap_each * len(rows),
-        "samples": sum(n for _, _, n in rows),
+        "accuracy": sum(ok for ok, _ in rows) / len(rows),
+        "total_eflops": total,
+        "spent_over_cap": total / (cap_each * len(rows)),
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def plot(
-    bon: list[dict[str, Any]], batches: list[dict[str, Any]], autos: list[dict[str, Any]], path: Path
-) -> None:
+def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(
-        [p["total_eflops"] for p in bon], [p["accuracy"] for p in bon], marker="o", label="uniform best-of-N"
-    )
-    for p in bon:
-        axes.annotate(f"N={p['n']}", (p["total_eflops"], p["accuracy"]), fontsize=7)
-    axes.plot(
-        [b["total_eflops"] for b in batches],
-        [b["accuracy"] for b in batches],
-        marker="*",
-        markersize=11,
-        label="batch allocator",
-    )
-    axes.plot(
-        [a["total_eflops"] for a in autos],
-        [a["accuracy"] for a in autos],
-        marker="P",
-        label="per-prompt auto",
-    )
-    for b in batches:
-        axes.annotate(b["budget"], (b["total_eflops"], b["accuracy"]), fontsize=7)
+    for (label, points), marker in zip(curves.items(), "os*P^", strict=False):
+        if points:
+            axes.plot(
+                [p["total_eflops"] for p in points],
+                [p["accuracy"] for p in points],
+                marker=marker,
+                label=label,
+            )
     axes.set_xscale("log")
     axes.set_xlabel("total eFLOPs over the set")
     axes.set_ylabel("accuracy (report split)")
@@ -174,130 +368,248 @@ def plot(
     plt.close(figure)
 
 
+def knob_grid(defaults: Rules) -> list[Rules]:
+    """The allocator's knobs the fit split compares: probe size, vote and the consensus stop (the defaults
+    are among them)."""
+    grid = [
+        replace(defaults, probe_samples=probe, vote=vote, consensus=consensus)
+        for probe in (2, 4)
+        for vote in ("confidence", "majority")
+        for consensus in (None, 0.8)
+    ]
+    return grid if defaults in grid else [defaults, *grid]
+
+
+def label(rules: Rules) -> str:
+    stop = "" if rules.consensus is None else f", consensus {rules.consensus}"
+    return f"probe {rules.probe_samples}, {rules.vote} vote{stop}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.batch_allocation",
-        description="Batch allocator vs uniform best-of-N (majority) vs per-prompt auto at equal total eFLOPs, "
-        "on the report split of the mixed arithmetic + GSM8K set.",
+        description="Batch allocator vs uniform best-of-N (majority and confidence vote) vs per-prompt auto at "
+        "equal total eFLOPs, fit on one split of the mixed arithmetic + GSM8K set and reported on another.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--url", help="a running service (default: start one)")
-    parser.add_argument("--problems", type=int, default=200, help="problems (report split)")
-    parser.add_argument("--gsm8k-share", type=float, default=0.1, help="share of GSM8K problems in the set")
-    parser.add_argument("--pool", type=int, default=16, help="samples per problem for uniform best-of-N")
-    parser.add_argument("--budgets", default="4,8,16", help="total budgets: uniform best-of-N at these N")
-    parser.add_argument("--replays", type=int, default=30, help="random subsets per problem for best-of-N")
-    parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip per-prompt auto")
+    parser.add_argument("--problems", type=int, default=200, help="problems of the report split")
+    parser.add_argument("--fit-problems", type=int, default=100, help="problems of the fit split")
+    parser.add_argument(
+        "--gsm8k-share", type=float, default=0.1, help="share of GSM8K problems in each split"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=16, help="samples per problem (the most a replay gives one)"
+    )
+    parser.add_argument("--budgets", default="4,8,16", help="total budgets: uniform best-of-N's at these N")
+    parser.add_argument(
+        "--replays", type=int, default=20, help="random subsets per problem for uniform best-of-N"
+    )
+    parser.add_argument("--orders", type=int, default=5, help="random pool orders per batch replay")
+    parser.add_argument(
+        "--live-budget", type=int, default=8, help="the N whose total the live batch job gets (0: none)"
+    )
+    parser.add_argument(
+        "--auto",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run per-prompt auto live at every budget (the slowest part)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="pool and auto requests in flight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--model-dir", type=Path, default=Path.home() / ".cache/ttc-service/models/SmolLM2-135M-Instruct"
+        "--pools-from", type=Path, help="replay saved pools (a run's pools.json) instead of drawing new ones"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="40 problems, pool 8, budgets 4,8 (a few minutes)"
+        "--quick",
+        action="store_true",
+        help="40 + 40 problems, pool 8, budgets 2,4,8, no auto (a few minutes)",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.problems, args.pool, args.budgets, args.replays = 40, 8, "4,8", 10
+        args.problems, args.fit_problems, args.pool, args.budgets = 40, 40, 8, "2,4,8"
+        args.replays, args.orders, args.live_budget, args.auto = 10, 3, 4, False
     budgets = [int(b) for b in args.budgets.split(",")]
     if max(budgets) > args.pool:
         parser.error("--budgets may not exceed --pool (uniform best-of-N is replayed from the pool)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    problems = report_problems(args.problems, args.gsm8k_share, args.seed)
-    count = len(problems)
-    # one caller: it may hold every engine sequence, and a pool call waits for them rather than being refused
+    report = mixed_problems(args.problems, args.gsm8k_share, args.seed, "report")
+    fit = mixed_problems(args.fit_problems, args.gsm8k_share, args.seed, "fit")
+    defaults = Rules()
+    sizes = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= args.pool]
     env = {"TTC_ADMISSION_KEY_SHARE": "1.0", "TTC_ADMISSION_MAX_WAIT_SECONDS": "900"}
-    with running_service(args.url, RESULTS, env) as url:
-        cost = CostModel.from_service(httpx.get(f"{url}/v1/allocator", timeout=30).json())
-        tokenizer = load_tokenizer(args.model_dir)
-        print(
-            f"problems: {count} (report split); pool {args.pool}; budgets = uniform BoN{budgets}", flush=True
-        )
-        t0 = time.monotonic()
-        pools: list[Pool] = asyncio.run(
-            collect_pools(url, problems, args.pool, False, args.concurrency, cost, tokenizer)
-        )
-        pool_seconds = time.monotonic() - t0
-        print(f"pools drawn in {pool_seconds:.0f} s", flush=True)
-        bon = [
-            {**p, "total_eflops": p["mean_eflops"] * count}
-            for p in fixed_policies(pools, args.replays, args.seed, False, cost)
-        ]
-        by_n = {p["n"]: p for p in bon}
-        batches, autos = [], []
-        for n in budgets:
-            total = by_n[n]["total_eflops"]
-            batch = run_batch(url, problems, total, 3600.0)
-            batches.append({"budget": f"BoN{n}", "n": n, **batch})
+    live: dict[str, Any] | None = None
+    autos: list[dict[str, Any]] = []
+    pool_seconds = 0.0
+    needs_service = args.pools_from is None or args.live_budget or args.auto
+    with running_service(args.url, RESULTS, env) if needs_service else nullcontext(None) as url:
+        if args.pools_from is not None:
+            info, drawn = load_pools(args.pools_from)
+            print(f"pools from {args.pools_from}", flush=True)
+        else:
+            assert url is not None
+            info = httpx.get(f"{url}/v1/allocator", timeout=30).json()
+            cost = CostModel.from_service(info)
+            print(f"pools: {len(fit)} fit + {len(report)} report problems x {args.pool} samples", flush=True)
+            t0 = time.monotonic()
+            drawn = {
+                "fit": asyncio.run(collect(url, fit, args.pool, args.concurrency, cost)),
+                "report": asyncio.run(collect(url, report, args.pool, args.concurrency, cost)),
+            }
+            pool_seconds = time.monotonic() - t0
+            samples_drawn = args.pool * (len(fit) + len(report))
             print(
-                f"batch at BoN{n} ({total:.4g} eFLOPs): accuracy {batch['accuracy']:.3f}, spent "
-                f"{batch['total_eflops'] / total:.3f} of the cap, samples by family {batch['mean_samples_by_family']}, "
-                f"{batch['seconds']} s",
+                f"pools drawn in {pool_seconds:.0f} s ({samples_drawn / pool_seconds:.1f} samples/s)",
                 flush=True,
             )
-            if args.auto:
-                auto = asyncio.run(run_auto(url, problems, total / count, args.concurrency))
-                autos.append({"budget": f"BoN{n}", "n": n, **auto})
-                print(f"auto at BoN{n}: accuracy {auto['accuracy']:.3f}, {auto['seconds']} s", flush=True)
+            save_pools(RESULTS / "pools.json", info, drawn)
+        cost = CostModel.from_service(info)
+        fit_pools = [Scored.of(p) for p in drawn["fit"]]
+        report_pools = [Scored.of(p) for p in drawn["report"]]
+        fit, report = [p.pool.problem for p in fit_pools], [p.pool.problem for p in report_pools]
+        sizes = [n for n in sizes if n <= min(len(p.right) for p in fit_pools + report_pools)]
 
-    best = max(bon, key=lambda p: p["accuracy"])
-    comparisons = []
-    print(f"\n{'policy':28} {'accuracy':>9} {'total eFLOPs':>14}")
-    for p in bon:
-        print(f"{'uniform best-of-N N=' + str(p['n']):28} {p['accuracy']:9.3f} {p['total_eflops']:14.4g}")
-    for batch, auto in zip(batches, autos or [None] * len(batches), strict=True):
-        uniform = by_n[batch["n"]]
-        totals = [{"mean_eflops": p["total_eflops"], "accuracy": p["accuracy"]} for p in bon]
-        at_same = interpolate(totals, batch["total_eflops"])
-        row = {
-            "budget": batch["budget"],
-            "cap_eflops": batch["cap"],
-            "uniform_bon_accuracy": round(uniform["accuracy"], 4),
-            "batch_accuracy": round(batch["accuracy"], 4),
-            "batch_spent_over_cap": round(batch["total_eflops"] / batch["cap"], 4),
-            "gain_vs_uniform_bon_at_its_budget": round(batch["accuracy"] - uniform["accuracy"], 4),
-            "uniform_bon_at_batch_spend": None if at_same is None else round(at_same, 4),
-            "gain_vs_uniform_bon_at_equal_spend": None
-            if at_same is None
-            else round(batch["accuracy"] - at_same, 4),
-            "batch_mean_samples_by_family": batch["mean_samples_by_family"],
-            "batch_statuses": batch["statuses"],
-            "auto_accuracy": None if auto is None else round(auto["accuracy"], 4),
-            "auto_spent_over_cap": None if auto is None else round(auto["total_eflops"] / auto["cap"], 4),
-            "gain_vs_auto": None if auto is None else round(batch["accuracy"] - auto["accuracy"], 4),
-        }
-        comparisons.append(row)
-        print(
-            f"{'batch allocator ' + batch['budget']:28} {batch['accuracy']:9.3f} {batch['total_eflops']:14.4g}"
+        # fit: the allocator's knobs on the fit split, at every budget
+        fit_uniform = uniform(
+            fit_pools, sizes, "majority", defaults.keep_percent, args.replays, args.seed, cost
         )
-        if auto is not None:
-            print(
-                f"{'per-prompt auto ' + batch['budget']:28} {auto['accuracy']:9.3f} {auto['total_eflops']:14.4g}"
+        fit_totals = {p["n"]: p["total_eflops"] for p in fit_uniform}
+        grid = []
+        for rules in knob_grid(defaults):
+            rows = [replay_mean(fit_pools, fit_totals[n], rules, cost, args.orders) for n in budgets]
+            grid.append(
+                {
+                    "rules": rules,
+                    "label": label(rules),
+                    "accuracy": statistics.mean(r["accuracy"] for r in rows),
+                }
             )
-    reach = [b for b in batches if b["accuracy"] >= best["accuracy"]]
-    reach_ratio = min(b["total_eflops"] for b in reach) / best["total_eflops"] if reach else None
-    gains = [row["gain_vs_uniform_bon_at_its_budget"] for row in comparisons]
+            print(
+                f"  fit {label(rules):32} mean accuracy over the budgets {grid[-1]['accuracy']:.3f}",
+                flush=True,
+            )
+        best_fit = max(grid, key=lambda row: row["accuracy"])
+        default_fit = next(row for row in grid if row["rules"] == defaults)
+
+        # report: uniform best-of-N (majority, confidence vote) and the batch with the defaults
+        majority = uniform(
+            report_pools, sizes, "majority", defaults.keep_percent, args.replays, args.seed, cost
+        )
+        confidence = uniform(
+            report_pools, sizes, "confidence", defaults.keep_percent, args.replays, args.seed, cost
+        )
+        by_n = {p["n"]: p for p in majority}
+        confident_by_n = {p["n"]: p for p in confidence}
+        batches = []
+        for n in budgets:
+            cap = by_n[n]["total_eflops"]
+            row = replay_mean(report_pools, cap, defaults, cost, args.orders)
+            majority_only = replay_mean(
+                report_pools, cap, replace(defaults, vote="majority"), cost, args.orders
+            )
+            batches.append({"n": n, "cap": cap, **row, "majority_vote_accuracy": majority_only["accuracy"]})
+            print(
+                f"batch (replay) at BoN{n}: {row['accuracy']:.3f} (majority vote {majority_only['accuracy']:.3f}) "
+                f"vs uniform majority {by_n[n]['accuracy']:.3f}, uniform confidence "
+                f"{confident_by_n[n]['accuracy']:.3f}; spent {row['spent_over_cap']:.3f} of the cap; samples "
+                f"{row['mean_samples_by_family']}",
+                flush=True,
+            )
+        if args.live_budget and url is not None:
+            cap = by_n[args.live_budget]["total_eflops"]
+            live = {"n": args.live_budget, "cap": cap, **live_batch(url, report, cap)}
+            print(f"batch (live job) at BoN{args.live_budget}: {live}", flush=True)
+        if args.auto and url is not None:
+            for n in budgets:
+                cap = by_n[n]["total_eflops"]
+                auto = asyncio.run(live_auto(url, report, cap / len(report), args.concurrency))
+                autos.append({"n": n, "cap": cap, **auto})
+                print(
+                    f"auto (live) at BoN{n}: accuracy {auto['accuracy']:.3f}, {auto['seconds']} s", flush=True
+                )
+
+    best = max(majority, key=lambda p: p["accuracy"])
+    comparisons = []
+    for row in batches:
+        n = row["n"]
+        at_same = interpolate(
+            [{"mean_eflops": p["total_eflops"], "accuracy": p["accuracy"]} for p in majority],
+            row["total_eflops"],
+        )
+        auto_row = next((a for a in autos if a["n"] == n), None)
+        comparisons.append(
+            {
+                "budget": f"BoN{n}",
+                "cap_eflops": row["cap"],
+                "batch_accuracy": round(row["accuracy"], 4),
+                "batch_spent_over_cap": round(row["spent_over_cap"], 4),
+                "uniform_majority_accuracy": round(by_n[n]["accuracy"], 4),
+                "gain_vs_uniform_majority": round(row["accuracy"] - by_n[n]["accuracy"], 4),
+                "uniform_majority_at_batch_spend": None if at_same is None else round(at_same, 4),
+                "uniform_confidence_accuracy": round(confident_by_n[n]["accuracy"], 4),
+                "gain_vs_uniform_confidence": round(row["accuracy"] - confident_by_n[n]["accuracy"], 4),
+                "batch_majority_vote_accuracy": round(row["majority_vote_accuracy"], 4),
+                "gain_of_allocation_alone": round(row["majority_vote_accuracy"] - by_n[n]["accuracy"], 4),
+                "batch_mean_samples_by_family": row["mean_samples_by_family"],
+                "auto_accuracy": None if auto_row is None else round(auto_row["accuracy"], 4),
+                "auto_spent_over_cap": None if auto_row is None else round(auto_row["spent_over_cap"], 4),
+            }
+        )
+    reach = [row for row in batches if row["accuracy"] >= best["accuracy"]]
+    reach_ratio = min(row["total_eflops"] for row in reach) / best["total_eflops"] if reach else None
+    gains = [c["gain_vs_uniform_majority"] for c in comparisons]
     png = RESULTS / "accuracy_vs_total_eflops.png"
-    plot(bon, batches, autos, png)
+    plot(
+        {
+            "uniform best-of-N (majority)": majority,
+            "uniform best-of-N (confidence vote)": confidence,
+            "batch allocator (replay)": batches,
+            "batch allocator (live job)": [live] if live else [],
+            "per-prompt auto (live)": autos,
+        },
+        png,
+    )
+    print(f"\n{'policy':40} {'accuracy':>9} {'total eFLOPs':>14}")
+    for name, curve in (("uniform majority", majority), ("uniform confidence", confidence)):
+        for p in curve:
+            print(f"{name + ' N=' + str(p['n']):40} {p['accuracy']:9.3f} {p['total_eflops']:14.4g}")
+    for row in batches:
+        print(
+            f"{'batch (replay) at BoN' + str(row['n']):40} {row['accuracy']:9.3f} {row['total_eflops']:14.4g}"
+        )
+    for auto in autos:
+        print(
+            f"{'auto (live) at BoN' + str(auto['n']):40} {auto['accuracy']:9.3f} {auto['total_eflops']:14.4g}"
+        )
     summary = {
         "benchmark": "batch_allocation",
-        "problems": count,
-        "families": {f: sum(1 for p in problems if p.family == f) for f in FAMILIES},
-        "pool": args.pool,
-        "best_uniform_bon": {
+        "problems": len(report),
+        "fit_problems": len(fit),
+        "families": {f: sum(1 for p in report if p.family == f) for f in FAMILIES},
+        "pool": min(len(p.right) for p in report_pools),
+        "fit": {
+            "grid": [{"rules": row["label"], "accuracy": round(row["accuracy"], 4)} for row in grid],
+            "best": best_fit["label"],
+            "defaults": label(defaults),
+            "defaults_are_best": default_fit["accuracy"] >= best_fit["accuracy"] - 1e-9,
+        },
+        "best_uniform_majority": {
             "n": best["n"],
             "accuracy": round(best["accuracy"], 4),
             "total_eflops": best["total_eflops"],
         },
         "comparisons": comparisons,
-        "max_gain_vs_uniform_bon": max(gains) if gains else None,
-        "batch_eflops_to_reach_best_bon": None if reach_ratio is None else round(reach_ratio, 4),
-        "spend_within_cap": all(b["total_eflops"] <= b["cap"] * (1 + 1e-9) for b in batches),
+        "live_batch": live,
+        "max_gain_vs_uniform_majority": max(gains) if gains else None,
+        "batch_eflops_to_reach_best_uniform": None if reach_ratio is None else round(reach_ratio, 4),
+        "spend_within_cap": all(row["spent_over_cap"] <= 1 + 1e-9 for row in batches)
+        and (live is None or live["spent_over_cap"] <= 1 + 1e-9),
         "targets": {
             "plus_5_points_at_equal_eflops": bool(gains) and max(gains) >= 0.05,
-            "best_bon_accuracy_with_quarter_eflops": reach_ratio is not None and reach_ratio <= 0.25,
+            "best_uniform_accuracy_with_quarter_eflops": reach_ratio is not None and reach_ratio <= 0.25,
         },
+        "pool_seconds": round(pool_seconds, 1),
         "plot": str(png),
         "seconds": round(time.monotonic() - started, 1),
     }

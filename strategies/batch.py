@@ -11,33 +11,40 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.runtime.budget import BudgetTracker
+from service.runtime.budget import BudgetLimits, BudgetTracker, absorb, sub_budget
 from service.runtime.concurrency import gather_or_cancel
 from service.runtime.cost import generation_eflops
 from service.runtime.engine import Engine
 from service.runtime.errors import BudgetExhausted, Rejected
 from service.store.allocation import VerifierCalibration
+from strategies import get_strategy
 from strategies.allocation.batch import (
+    Cost,
     Drawn,
     Fairness,
     Ledger,
     Prompt,
     Remaining,
     Rules,
+    Step,
+    Vote,
     allocate,
-    rule_of,
+    unsampled,
+    vote_of,
 )
 from strategies.allocation.costs import CallShape, SecondsModel
-from strategies.allocation.difficulty import BIN_EDGES, BIN_NAMES, DEFAULT_WRONG_SHARES
-from strategies.allocation.plans import Caps, Situation
+from strategies.allocation.difficulty import BIN_EDGES, BIN_NAMES
+from strategies.allocation.plans import Situation
 from strategies.allocation.profiles import Profile
 from strategies.allocator import JUDGE_PROMPT_OVERHEAD
 from strategies.base import Candidate, Result, Task, settle_empty
-from strategies.selection import select
+from strategies.confidence import lowest_group_confidence
+from strategies.deepconf import DeepConfParams, sample_confidences
+from strategies.selection import confident, select
 from verifiers.answers import answers_equal
 from verifiers.base import Verifier
 
@@ -94,27 +101,14 @@ def base_situation(
     verifier_call = None
     if item.verifier is not None:
         verifier_call = CallShape(item.prompt_tokens + max_tokens // 2 + JUDGE_PROMPT_OVERHEAD, 1, 1.0, 1)
-    return Situation(
-        prompt_tokens=item.prompt_tokens,
-        max_tokens=max_tokens,
-        expected_tokens=max_tokens / 2,
-        probe_samples=0,
-        signature=0,
-        mixture=[(1.0, 0.5)],
-        wrong_shares=list(DEFAULT_WRONG_SHARES),
-        verifier=item.verifier.name if item.verifier is not None else None,
-        calibration=item.calibration,
-        verifier_call=verifier_call,
-        probe_scored=True,
-        false_positive_penalty=0.0,
-        cost_weight=0.0,
-        shape=budget.shape,
-        hardware=budget.hardware,
-        count_weight_loading=budget.count_weight_loading,
-        seconds_model=seconds,
-        caps=Caps(None, None, None),
-        budget_scale=1.0,
-        max_samples=max_samples,
+    return unsampled(
+        Cost(budget.shape, budget.hardware, budget.count_weight_loading, seconds),
+        item.prompt_tokens,
+        max_tokens,
+        max_samples,
+        item.verifier.name if item.verifier is not None else None,
+        item.calibration,
+        verifier_call,
     )
 
 
@@ -122,16 +116,26 @@ def remaining(budget: BudgetTracker) -> Remaining:
     return Remaining(budget.remaining_tokens(), budget.remaining_eflops())
 
 
-async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, count: int) -> Drawn:
-    """`count` samples of one prompt through the batch's tracker, scored by its verifier; what they cost.
-    A refusal (the budget, the key's quota or the admission queue) brings nothing rather than failing the
-    batch."""
+# DeepConf's own defaults: its top-k logprobs per token and its sliding window
+CONFIDENCE = DeepConfParams()
+
+
+async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, count: int, vote: Vote) -> Drawn:
+    """`count` samples of one prompt through the batch's tracker, scored by its verifier (or, for the
+    confidence vote, by their lowest group confidence); what they cost. A refusal (the budget, the key's
+    quota or the admission queue) brings nothing rather than failing the batch."""
     spec = dataclasses.replace(item.task.sampling, n=count)
+    if vote == "confidence":
+        spec = dataclasses.replace(spec, logprobs=CONFIDENCE.top_logprobs)
     try:
         generation = await budget.generate(engine, item.task.prompt, spec, prompt_tokens=item.prompt_tokens)
     except (BudgetExhausted, Rejected):
         return Drawn([], 0.0, 0)
     candidates = [Candidate.from_sample(sample, item.task.answer) for sample in generation.samples]
+    if vote == "confidence":
+        for candidate, sample in zip(candidates, generation.samples, strict=True):
+            confidences = sample_confidences(sample, CONFIDENCE.top_logprobs)
+            candidate.score = lowest_group_confidence(confidences, CONFIDENCE.window)
     lengths = [sample.tokens for sample in generation.samples]
     eflops = generation_eflops(
         budget.shape,
@@ -151,8 +155,47 @@ async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, coun
     return Drawn(candidates, eflops, sum(lengths))
 
 
-def _answer(candidates: list[Candidate], situation_rule: str) -> Candidate | None:
-    return select(candidates, "weighted" if situation_rule == "weighted" else "majority")
+def _answer(candidates: list[Candidate], vote: Vote, keep_percent: float) -> Candidate | None:
+    if vote == "confidence":
+        return confident(candidates, keep_percent)
+    return select(candidates, vote)
+
+
+def strategy_params(samples: int, vote: Vote, keep_percent: float) -> dict[str, Any]:
+    """What a problem's answer amounts to as a per-prompt strategy: best-of-N, or DeepConf offline."""
+    if vote == "confidence":
+        return {"strategy": "deepconf", "mode": "offline", "n": samples, "keep_percent": keep_percent}
+    return {"strategy": "best_of_n", "n": samples, "selection": vote}
+
+
+def answered_params(ledger: Ledger) -> dict[str, Any] | None:
+    """The strategy and parameters of the whole run that answered this problem, if one did."""
+    if ledger.status != "answered":
+        return None
+    run = next((step for step in reversed(ledger.steps) if "strategy" in step), None)
+    return None if run is None else {"strategy": run["strategy"], **run["params"]}
+
+
+async def _run_whole(item: BatchItem, engine: Engine, budget: BudgetTracker, step: Step) -> Drawn:
+    """One whole run of another strategy on one problem, under a sub-budget of the batch's tracker capped at
+    the step's reservation (every call is also reserved in and charged to the batch). A refusal or an
+    exhausted budget before its first call brings nothing."""
+    limits = BudgetLimits(
+        tokens=step.worst_tokens if budget.limits.tokens is not None else None,
+        eflops=step.worst_eflops if budget.limits.eflops is not None else None,
+    )
+    child = sub_budget(budget, limits)
+    task = dataclasses.replace(item.task, params=dict(step.params), budget_given=True)
+    try:
+        result = await get_strategy(step.strategy)(task, engine, item.verifier, child)
+    except (BudgetExhausted, Rejected):
+        return Drawn([], 0.0, 0)
+    finally:
+        absorb(budget, child)
+    answer = None
+    if result.answer is not None and not result.abstained:
+        answer = Candidate(result.text, result.answer, child.spend.completion_tokens)
+    return Drawn(result.candidates, child.spend.eflops, child.spend.completion_tokens, answer)
 
 
 def _correct(item: BatchItem, answer: str | None) -> bool | None:
@@ -176,21 +219,23 @@ async def run_batch(
     max_samples: int,
     progress: Callable[[dict[str, Any]], None] | None = None,
     in_flight: int = 64,
+    others: Mapping[str, Profile] | None = None,
 ) -> list[Outcome]:
-    """Allocate the batch's budget over its prompts and answer each one (see the module's docstring)."""
+    """Allocate the batch's budget over its prompts and answer each one (see the module's docstring).
+    `others`: the measured profiles of the strategies a problem may also run whole after its probe."""
     by_key = {item.key: item for item in items}
     prompts = [
         Prompt(item.key, base_situation(item, budget, seconds, max_samples), item.calibration)
         for item in items
     ]
-    rules_of = {prompt.key: rule_of(prompt.base) for prompt in prompts}
+    votes = {prompt.key: vote_of(prompt.base, rules) for prompt in prompts}
     limits = Remaining(budget.limits.tokens, budget.limits.eflops)
     pools_seen: dict[str, list[Candidate]] = {item.key: [] for item in items}
 
     gate = SequenceGate(in_flight)
 
     def one(key: str, n: int) -> Callable[[], Awaitable[Drawn]]:
-        return lambda: _draw_one(by_key[key], engine, budget, n)
+        return lambda: _draw_one(by_key[key], engine, budget, n, votes[key])
 
     async def draw(steps: list[tuple[str, int]]) -> dict[str, Drawn]:
         drawn = await gather_or_cancel(*(gate.run(n, one(key, n)) for key, n in steps))
@@ -209,7 +254,7 @@ async def run_batch(
             item = by_key[ledger.key]
             if item.reference is None:
                 continue
-            chosen = _answer(pools_seen[ledger.key], rules_of[ledger.key])
+            chosen = ledger.answer or _answer(pools_seen[ledger.key], votes[ledger.key], rules.keep_percent)
             known += 1
             correct += bool(_correct(item, chosen.answer if chosen else None))
         progress(
@@ -230,6 +275,9 @@ async def run_batch(
             }
         )
 
+    async def run_whole(step: Step) -> Drawn:
+        return await _run_whole(by_key[step.key], engine, budget, step)
+
     ledgers, pools = await allocate(
         prompts,
         draw,
@@ -240,14 +288,16 @@ async def run_batch(
         profile,
         expired=budget.expired,
         progress=report,
+        others=others,
+        run_whole=run_whole,
     )
     report("done", max((int(s.get("round", 0)) for x in ledgers for s in x.steps), default=0), ledgers)
     outcomes = []
     for ledger in ledgers:
         item = by_key[ledger.key]
         candidates = pools[ledger.key]
-        rule = rules_of[ledger.key]
-        chosen = _answer(candidates, rule)
+        rule = votes[ledger.key]
+        chosen = ledger.answer or _answer(candidates, rule, rules.keep_percent)
         allocation = {
             "samples": ledger.samples,
             "status": ledger.status,
@@ -263,7 +313,7 @@ async def run_batch(
             text=chosen.text if chosen else "",
             answer=chosen.answer if chosen else None,
             candidates=candidates,
-            params={"strategy": "best_of_n", "n": len(candidates), "selection": rule},
+            params=answered_params(ledger) or strategy_params(len(candidates), rule, rules.keep_percent),
             abstained=chosen is None,
             details={"allocation": allocation},
         )

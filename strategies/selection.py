@@ -1,5 +1,6 @@
 """Choosing one answer among candidates: majority vote, verifier-weighted vote (Snell et al.'s
-"weighted best-of-N") or the single best-scored candidate."""
+"weighted best-of-N"), the single best-scored candidate, or DeepConf's offline vote (the most confident
+traces, weighted by their confidence)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import defaultdict
 from typing import Literal
 
 from strategies.base import Candidate
+from strategies.confidence import keep_top
 
 Selection = Literal["majority", "weighted", "max"]
 
@@ -67,3 +69,19 @@ def cannot_be_overtaken(candidates: list[Candidate], selection: Selection, sampl
     leader = weights[0]
     runner_up = weights[1] if len(weights) > 1 else 0.0
     return leader - runner_up > samples_left
+
+
+def confident(candidates: list[Candidate], keep_percent: float) -> Candidate | None:
+    """DeepConf offline (Fu et al. 2025) over candidates whose `score` is their trace confidence: the top
+    `keep_percent`% vote, weighted by it; the rest get no votes. With no confidence at all, a plain majority."""
+    scored = [candidate for candidate in candidates if candidate.score is not None]
+    if not scored:
+        return select(candidates, "majority")
+    keep = keep_top([candidate.score or 0.0 for candidate in scored], keep_percent)
+    voters = [candidate for candidate, kept in zip(scored, keep, strict=True) if kept]
+    chosen = select(voters, "weighted")
+    voting = {id(candidate) for candidate in voters}
+    for candidate in candidates:
+        if id(candidate) not in voting:
+            candidate.votes = 0
+    return chosen

@@ -908,6 +908,9 @@ class JobList(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 
 
+BatchPlan = Literal["best_of_n", "deepconf", "revision", "beam_search", "dvts", "rebase", "ets"]
+
+
 class BatchAllocation(Strict):
     """How the batch's one budget is shared between its problems (strategies/allocation/batch.py)."""
 
@@ -945,6 +948,32 @@ class BatchAllocation(Strict):
     )
     max_samples: int = Field(64, ge=1, le=1024, description="Most samples one problem may get.")
     max_rounds: int = Field(32, ge=1, le=256, description="Most allocation rounds after the probe.")
+    vote: Literal["confidence", "majority"] = Field(
+        "confidence",
+        description="How a problem without a verifier picks its answer from its samples: `confidence` is "
+        "DeepConf offline (samples drawn with logprobs; the most confident keep_percent% vote, weighted by "
+        "their lowest group confidence), `majority` a plain vote. With a verifier: its weighted vote.",
+    )
+    keep_percent: float = Field(
+        10.0,
+        gt=0,
+        le=100,
+        description="The confidence vote: the top share (%) of samples by confidence that vote.",
+    )
+    consensus: float | None = Field(
+        None,
+        gt=0.5,
+        le=1,
+        description="Stop a problem once its leading answer holds this share of its vote (weighted by "
+        "confidence or verifier score; counted for majority): DeepConf's consensus stop. None: never.",
+    )
+    strategies: list[BatchPlan] | None = Field(
+        None,
+        min_length=1,
+        description="What a problem may get after its probe: `best_of_n` (more samples for its vote) and whole "
+        "runs of the strategies auto has measured profiles of (deepconf, revision; beam_search, dvts, rebase, "
+        "ets with a verifier). None: all of them.",
+    )
 
     @model_validator(mode="after")
     def _zero_needs_abstain(self) -> BatchAllocation:

@@ -65,6 +65,10 @@ def rules_of(body: BatchSolveRequest) -> tuple[Rules, Fairness]:
         round_share=a.round_share,
         max_samples=a.max_samples,
         max_rounds=a.max_rounds,
+        vote=a.vote,
+        keep_percent=a.keep_percent,
+        consensus=a.consensus,
+        strategies=None if a.strategies is None else frozenset(a.strategies),
     )
     return rules, Fairness(a.min_samples, a.max_share, a.allow_abstain)
 
@@ -179,7 +183,8 @@ async def solve_batch(
     budget = tracker(state, budget_limits, tenant)
     items = await prepare_items(state, problems, budget, lambda index: f"problems.{index}")
     seconds: SecondsModel = await seconds_model(items[0].task)
-    profile = load_profiles(settings.allocator_profile_dir).get("best_of_n")
+    profiles = load_profiles(settings.allocator_profile_dir)
+    profile = profiles.get("best_of_n")
     started = time.monotonic()
     status = "error"
     try:
@@ -196,6 +201,7 @@ async def solve_batch(
                     min(rules.max_samples, settings.max_samples),
                     progress,
                     int(settings.admission_max_sequences * settings.admission_key_share),
+                    others=profiles,
                 )
         status = "ok"
     finally:

@@ -356,3 +356,86 @@ class BudgetTracker:
     def finish(self) -> Spend:
         self.spend.seconds = time.monotonic() - self.started
         return self.spend
+
+
+@dataclass
+class _ParentReserver:
+    """Makes a sub-budget's every call fit its parent too (what is left there, counting the parent's other
+    calls in flight) and reserve there first: so a strategy run inside a batch can never take the batch past
+    its cap, whatever the sub-budget's own limits say. Counts what its calls settled in the parent."""
+
+    parent: BudgetTracker
+    settled_tokens: int = 0
+    settled_eflops: float = 0.0
+
+    async def reserve(self, call: CallShape, deadline: float | None) -> Reservation:
+        parent = self.parent
+        samples, max_tokens = parent.fit(call.prompt_tokens, call.samples, call.max_tokens, call.keep_samples)
+        if samples == 0 or (call.keep_samples and samples < call.samples):
+            raise BudgetExhausted("The batch budget left cannot pay for another engine call.", param="budget")
+        outer = None
+        if parent.reserver is not None:
+            shaped = dataclasses.replace(call, samples=samples, max_tokens=max_tokens)
+            outer = await parent.reserver.reserve(shaped, deadline)
+            samples, max_tokens = outer.samples, outer.max_tokens
+        worst = parent._worst_eflops(call.prompt_tokens, samples, max_tokens)
+        parent._reserved_tokens += samples * max_tokens
+        parent._reserved_eflops += worst
+        return _Held(self, samples, max_tokens, worst, outer)
+
+
+@dataclass
+class _Held:
+    """One call of a sub-budget as its parent holds it: the worst case reserved in the parent (and in the
+    parent's own reserver, when it has one) until the call settles."""
+
+    owner: _ParentReserver
+    samples: int
+    max_tokens: int
+    worst_eflops: float
+    outer: Reservation | None
+
+    async def settle(self, completion_tokens: int, eflops: float) -> None:
+        parent = self.owner.parent
+        parent._reserved_tokens -= self.samples * self.max_tokens
+        parent._reserved_eflops -= self.worst_eflops
+        parent.spend.completion_tokens += completion_tokens
+        parent.spend.eflops += eflops
+        self.owner.settled_tokens += completion_tokens
+        self.owner.settled_eflops += eflops
+        if self.outer is not None:
+            await self.outer.settle(completion_tokens, eflops)
+
+
+def sub_budget(parent: BudgetTracker, limits: BudgetLimits) -> BudgetTracker:
+    """A budget inside `parent` (one problem's strategy run inside a batch): its own caps, and every call
+    also reserved in and charged to the parent as it settles. `absorb` adds the rest of its spend (prompt
+    tokens, request counts) to the parent when it is done."""
+    child = BudgetTracker(
+        limits, parent.shape, parent.hardware, parent.count_weight_loading, reserver=_ParentReserver(parent)
+    )
+    if parent.deadline is not None:
+        child.deadline = parent.deadline if child.deadline is None else min(child.deadline, parent.deadline)
+    return child
+
+
+def absorb(parent: BudgetTracker, child: BudgetTracker) -> None:
+    """Add what a finished sub-budget spent to its parent, beyond the tokens and eFLOPs its calls already
+    charged there as they settled (spend that went through no reservation, a reward model's, too)."""
+    reserver = child.reserver
+    settled_tokens, settled_eflops = (
+        (reserver.settled_tokens, reserver.settled_eflops)
+        if isinstance(reserver, _ParentReserver)
+        else (0, 0.0)
+    )
+    mine, theirs = parent.spend, child.spend
+    mine.completion_tokens += theirs.completion_tokens - settled_tokens
+    mine.eflops += theirs.eflops - settled_eflops
+    mine.prompt_tokens += theirs.prompt_tokens
+    mine.cached_prompt_tokens += theirs.cached_prompt_tokens
+    mine.engine_requests += theirs.engine_requests
+    mine.verifier_requests += theirs.verifier_requests
+    mine.reward_model_tokens += theirs.reward_model_tokens
+    mine.engine_restarts += theirs.engine_restarts
+    mine.engine_requests_stopped += theirs.engine_requests_stopped
+    mine.peak_kv_tokens = max(mine.peak_kv_tokens, theirs.peak_kv_tokens)

@@ -7,34 +7,50 @@ every prompt. Here one cap is shared, so compute can move between prompts:
    in the worst case, and never fewer than the fairness minimum.
 2. Rounds: for every prompt still active, auto's own models price its next step. Its difficulty is
    `difficulty.estimate` on every sample drawn so far (the measured profile while that is the profile's probe
-   size, PassUntil's Beta posterior after), and its steps are the bigger rungs of auto's best-of-N plan ladder
+   size, PassUntil's Beta posterior after). Its steps are the bigger rungs of auto's best-of-N plan ladder
    (`plans.best_of_n_plans`: the plurality-vote closed form, or the judge-weighted vote with its verifier
-   ceiling). A step's value is its predicted accuracy gain per expected eFLOP; the prompt's best one counts.
+   ceiling) and, right after the probe, one whole run of each other strategy auto has a measured profile of
+   (DeepConf online, revision; the tree searches with a verifier), priced by that profile; a whole run is the
+   prompt's last step and its answer is the prompt's. A step's value is its predicted accuracy gain per
+   expected eFLOP; the prompt's best one counts.
 3. A round hands out steps best value first until it has reserved `round_share` of what is left (worst cases,
    as the budget tracker reserves them), then every estimate is redone on the new samples.
 4. A prompt whose next step gains less than `min_gain` accuracy per sample stops: *settled* when its vote is
-   already predicted right, *hopeless* when more samples will not make it right. A prompt also stops at its
-   maximum share of the budget or at `max_samples`. The batch ends when no step fits what is left.
+   already predicted right, *hopeless* when more samples will not make it right. With `consensus`, a prompt
+   also stops as settled once its leading answer holds that share of its vote (DeepConf's consensus stop). A
+   prompt also stops at its maximum share of the budget or at `max_samples`. The batch ends when no step fits
+   what is left.
+
+The answer of a prompt without a whole run is its vote: the verifier-weighted one with a verifier, else the
+batch's `vote` (DeepConf's confidence vote by default, or a plain majority).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from service.runtime.concurrency import gather_or_cancel
+from service.runtime.cost import Hardware, ModelShape
 from service.runtime.errors import BudgetExhausted
 from service.store.allocation import VerifierCalibration
 from strategies.allocation import difficulty
-from strategies.allocation.costs import CallShape, call_eflops, call_worst_eflops
-from strategies.allocation.plans import Plan, Situation, best_of_n_plans
+from strategies.allocation.costs import CallShape, SecondsModel, call_eflops, call_worst_eflops
+from strategies.allocation.plans import Caps, Plan, Situation, best_of_n_plans, profile_plans
 from strategies.allocation.profiles import Profile
 from strategies.base import Candidate
+from strategies.selection import answer_weights
 
-Status = Literal["active", "settled", "hopeless", "capped", "unfunded", "budget"]
+Status = Literal["active", "settled", "hopeless", "capped", "unfunded", "budget", "answered"]
+SAMPLES = "best_of_n"  # the sample ladder: more samples that join the prompt's vote
+HEADROOM = (
+    1.5  # a whole strategy run's own cap, over its predicted cost (it answers with what it has at its cap)
+)
 Rule = Literal["majority", "weighted"]
+Vote = Literal["majority", "weighted", "confidence"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,12 @@ class Rules:
     max_samples: int = 64  # most samples one prompt may get
     settled_at: float = 0.5  # predicted accuracy at or above which a stopped prompt is 'settled'
     max_rounds: int = 32
+    vote: Literal["majority", "confidence"] = "confidence"  # the final vote of a problem without a verifier
+    keep_percent: float = 10.0  # the confidence vote: the top keep_percent% of samples by confidence vote
+    consensus: float | None = None  # stop a prompt once its answer holds this share of its (weighted) vote
+    strategies: frozenset[str] | None = (
+        None  # plans after the probe (None: the sample ladder and every profile)
+    )
 
 
 @dataclass
@@ -71,6 +93,7 @@ class Ledger:
     p: float = 0.0
     predicted_accuracy: float = 0.0
     steps: list[dict[str, Any]] = field(default_factory=list)
+    answer: Candidate | None = None  # a whole strategy run's own answer (status 'answered')
 
     def stop(self, status: Status, reason: str) -> None:
         self.status, self.reason = status, reason
@@ -87,6 +110,14 @@ class Step:
     eflops: float  # expected
     worst_eflops: float  # what the tracker reserves
     worst_tokens: int
+    strategy: str = (
+        SAMPLES  # another: one whole run of it, the prompt's last step (samples: its cost in samples)
+    )
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def whole(self) -> bool:
+        return self.strategy != SAMPLES
 
     @property
     def gain(self) -> float:
@@ -98,8 +129,9 @@ class Step:
         return self.gain / self.eflops if self.eflops > 0 else math.inf
 
     def describe(self) -> dict[str, Any]:
+        run = {"strategy": self.strategy, "params": self.params, "cost_in_samples": self.samples}
         return {
-            "samples": self.samples,
+            **(run if self.whole else {"samples": self.samples}),
             "predicted_accuracy_before": round(self.accuracy_now, 4),
             "predicted_accuracy_after": round(self.accuracy_after, 4),
             "gain_per_eflop": self.value if math.isfinite(self.value) else None,
@@ -181,6 +213,51 @@ def probe_sizes(
     return sizes
 
 
+@dataclass(frozen=True)
+class Cost:
+    """How the batch's calls are priced: the model, the hardware, the eFLOPs convention, the seconds model."""
+
+    shape: ModelShape
+    hardware: Hardware
+    count_weight_loading: bool
+    seconds: SecondsModel
+
+
+def unsampled(
+    cost: Cost,
+    prompt_tokens: int,
+    max_tokens: int,
+    max_samples: int,
+    verifier: str | None = None,
+    calibration: VerifierCalibration | None = None,
+    verifier_call: CallShape | None = None,
+) -> Situation:
+    """A prompt before any sample, as auto's plan builders take it: its costs and its verifier, half its
+    max_tokens as the expected length, no evidence on its difficulty yet."""
+    return Situation(
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        expected_tokens=max_tokens / 2,
+        probe_samples=0,
+        signature=0,
+        mixture=[(1.0, 0.5)],
+        wrong_shares=list(difficulty.DEFAULT_WRONG_SHARES),
+        verifier=verifier,
+        calibration=calibration,
+        verifier_call=verifier_call,
+        probe_scored=True,
+        false_positive_penalty=0.0,
+        cost_weight=0.0,
+        shape=cost.shape,
+        hardware=cost.hardware,
+        count_weight_loading=cost.count_weight_loading,
+        seconds_model=cost.seconds,
+        caps=Caps(None, None, None),
+        budget_scale=1.0,
+        max_samples=max_samples,
+    )
+
+
 def require_minimum(bases: Sequence[Situation], limits: Remaining, fairness: Fairness) -> None:
     """Refuse a batch whose budget cannot be expected to pay `min_samples` for every prompt (at half their
     max_tokens, the length the allocator expects before any sample), unless abstention is allowed. Worst
@@ -228,11 +305,55 @@ def rule_of(situation: Situation) -> Rule:
     return "weighted" if situation.verifier is not None and situation.calibration is not None else "majority"
 
 
-def next_step(key: str, situation: Situation, min_gain: float = 0.0) -> Step | None:
-    """This prompt's best next step on auto's best-of-N ladder: of the plans with more samples than it has
-    (within max_samples), the one of highest predicted gain per expected eFLOP (one bigger call can beat two
-    small ones when every call reads the weights once per step) among those that gain at least `min_gain`
-    per added sample; when none does, the smallest (it says by how little). None: no bigger plan.
+def vote_of(situation: Situation, rules: Rules) -> Vote:
+    """The vote that picks a prompt's answer: its verifier's weighted vote when it has one, else the batch's
+    `vote` (DeepConf's confidence vote or a plain majority). The allocation itself prices every prompt on the
+    majority (or judge-weighted) ladder: the confidence vote has no closed form, and the steps it ranks are
+    the same samples."""
+    rule = rule_of(situation)
+    return "weighted" if rule == "weighted" else rules.vote
+
+
+def strategy_steps(key: str, situation: Situation, others: Mapping[str, Profile], now: float) -> list[Step]:
+    """One whole run of each other strategy `auto` knows (tree searches, revision, DeepConf online), right
+    after the probe: their measured profiles give accuracy by the probe's outcome at the profile's probe size
+    only. Its reservation is HEADROOM times its predicted cost, which is also the run's own cap."""
+    steps = []
+    one = situation.sample_eflops()
+    for name, profile in sorted(others.items()):
+        if name == SAMPLES or profile.probe_size != situation.probe_samples:
+            continue
+        for plan in profile_plans(situation, profile):
+            units = max(math.ceil(plan.eflops / one), 1) if one > 0 else 1
+            worst_tokens = math.ceil(HEADROOM * units * situation.max_tokens)
+            steps.append(
+                Step(
+                    key,
+                    units,
+                    now,
+                    plan.accuracy,
+                    plan.eflops,
+                    HEADROOM * plan.eflops,
+                    worst_tokens,
+                    name,
+                    plan.params,
+                )
+            )
+    return steps
+
+
+def next_step(
+    key: str,
+    situation: Situation,
+    min_gain: float = 0.0,
+    others: Mapping[str, Profile] | None = None,
+    samples: bool = True,
+) -> Step | None:
+    """This prompt's best next step: more samples on auto's best-of-N ladder (when `samples`), or one whole run
+    of another strategy profiled in `others`. Of the steps that gain at least `min_gain` per added sample
+    (a whole run counts its cost in samples), the one of highest predicted gain per expected eFLOP (one bigger
+    call can beat two small ones when every call reads the weights once per step); when none does, the
+    smallest (it says by how little). None: no step at all.
     `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
     k = situation.probe_samples
     rule = rule_of(situation)
@@ -241,8 +362,9 @@ def next_step(key: str, situation: Situation, min_gain: float = 0.0) -> Step | N
     steps = [
         Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
         for plan in ladder
-        if plan.samples > k
+        if samples and plan.samples > k
     ]
+    steps += strategy_steps(key, situation, others or {}, now)
     if not steps:
         return None
     worth = [step for step in steps if step.gain / step.samples >= min_gain]
@@ -261,6 +383,9 @@ def shrink(step: Step, situation: Situation, samples: int) -> Step:
 
 
 def _largest_fitting(step: Step, situation: Situation, fits: Callable[[Step], bool]) -> Step | None:
+    """The same step with as many samples as fit; None when none does (a whole run cannot shrink)."""
+    if step.whole:
+        return None
     for samples in range(step.samples - 1, 0, -1):
         smaller = shrink(step, situation, samples)
         if fits(smaller):
@@ -274,10 +399,15 @@ def plan_round(
     limits: Remaining,
     rules: Rules,
     fairness: Fairness,
+    others: Mapping[str, Profile] | None = None,
 ) -> list[Step]:
     """This round's steps, best predicted gain per eFLOP first, within `round_share` of what is `left` (at
     least one step when any fits), each prompt within its maximum share of the batch's `limits`. Prompts
-    that stop are marked on their ledger (settled, hopeless, capped)."""
+    that stop are marked on their ledger (settled, hopeless, capped). `others`: the profiles of the other
+    strategies a prompt may run whole (those `rules.strategies` allows)."""
+    allowed = rules.strategies
+    samples_ok = allowed is None or SAMPLES in allowed
+    runs = {name: profile for name, profile in (others or {}).items() if allowed is None or name in allowed}
     candidates: list[tuple[Step, Situation, Ledger]] = []
     for ledger, situation in prompts:
         if ledger.status != "active":
@@ -286,12 +416,12 @@ def plan_round(
         if ledger.samples >= rules.max_samples:
             ledger.stop("capped", f"reached allocation.max_samples ({rules.max_samples})")
             continue
-        step = next_step(ledger.key, situation, rules.min_gain)
+        step = next_step(ledger.key, situation, rules.min_gain, runs, samples_ok)
         if step is None:
             ledger.stop("capped", "no larger plan within the sample limit")
             continue
         ledger.predicted_accuracy = step.accuracy_now
-        if ledger.samples + step.samples > rules.max_samples:
+        if not step.whole and ledger.samples + step.samples > rules.max_samples:
             step = shrink(step, situation, rules.max_samples - ledger.samples)
         if step.gain / step.samples < rules.min_gain:
             settled = step.accuracy_now >= rules.settled_at
@@ -313,6 +443,14 @@ def plan_round(
             def within_share(candidate: Step, share: Remaining = share) -> bool:
                 return share.fits(candidate.worst_eflops, candidate.worst_tokens)
 
+            if step.whole and not within_share(step):  # a whole run cannot shrink: more samples instead
+                fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok)
+                if fallback is None or fallback.gain / fallback.samples < rules.min_gain:
+                    ledger.stop(
+                        "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
+                    )
+                    continue
+                step = fallback
             if not within_share(step):
                 smaller = _largest_fitting(step, situation, within_share)
                 if smaller is None:
@@ -371,9 +509,11 @@ class Drawn:
     candidates: list[Candidate]
     eflops: float
     tokens: int
+    answer: Candidate | None = None  # a whole strategy run's own answer
 
 
 Draw = Callable[[list[tuple[str, int]]], Awaitable[dict[str, Drawn]]]
+RunWhole = Callable[[Step], Awaitable[Drawn]]
 Progress = Callable[[str, int, Sequence[Ledger]], None]
 
 
@@ -419,6 +559,26 @@ def observed_wrong_shares(
     ]
 
 
+def agreed(ledger: Ledger, candidates: Sequence[Candidate], vote: Vote, consensus: float | None) -> bool:
+    """DeepConf's consensus stop, for every vote: once the leading answer holds `consensus` of the prompt's
+    vote (weighted by confidence or verifier score, or counted), the prompt is settled and stops."""
+    if consensus is None or len(candidates) < 2:
+        return False
+    weights = answer_weights(list(candidates), "majority" if vote == "majority" else "weighted")
+    total = sum(weights.values())
+    if total <= 0:
+        return False
+    share = max(weights.values()) / total
+    if share < consensus:
+        return False
+    ledger.stop(
+        "settled",
+        f"settled: its leading answer holds {share:.2f} of its {vote} vote over {len(candidates)} samples "
+        f"(allocation.consensus = {consensus})",
+    )
+    return True
+
+
 def _charge(ledgers: dict[str, Ledger], pools: dict[str, list[Candidate]], drawn: dict[str, Drawn]) -> None:
     for key, got in drawn.items():
         pools[key].extend(got.candidates)
@@ -426,6 +586,45 @@ def _charge(ledgers: dict[str, Ledger], pools: dict[str, list[Candidate]], drawn
         ledger.samples += len(got.candidates)
         ledger.eflops += got.eflops
         ledger.tokens += got.tokens
+
+
+async def take_steps(
+    steps: Sequence[Step],
+    draw: Draw,
+    run_whole: RunWhole | None,
+    ledgers: dict[str, Ledger],
+    pools: dict[str, list[Candidate]],
+) -> None:
+    """One round's steps at once: the sample steps in one `draw`, every whole run beside them. A prompt that
+    ran a whole strategy is answered by it and stops."""
+    samples = [step for step in steps if not step.whole]
+    whole = [step for step in steps if step.whole]
+
+    async def sampled() -> dict[str, Drawn]:
+        return await draw([(step.key, step.samples) for step in samples]) if samples else {}
+
+    async def ran() -> dict[str, Drawn]:
+        if not whole or run_whole is None:
+            return {}
+        results = await gather_or_cancel(*(run_whole(step) for step in whole))
+        return {step.key: got for step, got in zip(whole, results, strict=True)}
+
+    drawn, runs = await gather_or_cancel(sampled(), ran())
+    _charge(ledgers, pools, drawn)
+    _charge(ledgers, pools, runs)
+    for step in whole:
+        ledger, got = ledgers[step.key], runs[step.key]
+        if got.answer is None and not got.candidates:
+            ledger.stop("budget", f"its run of {step.strategy} brought nothing (refused or out of budget)")
+            continue
+        ledger.answer = got.answer
+        ledger.predicted_accuracy = step.accuracy_after
+        ledger.stop(
+            "answered",
+            f"answered by one run of {step.strategy} {step.params}: predicted right with probability "
+            f"{step.accuracy_after:.3f}, against {step.accuracy_now:.3f} for the vote of its samples so far, at "
+            f"the best predicted gain per eFLOP of its next steps",
+        )
 
 
 async def allocate(
@@ -438,10 +637,13 @@ async def allocate(
     profile: Profile | None,
     expired: Callable[[], bool] = lambda: False,
     progress: Progress | None = None,
+    others: Mapping[str, Profile] | None = None,
+    run_whole: RunWhole | None = None,
 ) -> tuple[list[Ledger], dict[str, list[Candidate]]]:
     """Probe every prompt, then give out the rest round by round (see the module's docstring). `draw` runs
-    the steps of one round at once and returns each prompt's new candidates; `left` is what the batch's
-    tracker has left. Returns each prompt's ledger and candidates."""
+    the sample steps of one round at once and returns each prompt's new candidates; `run_whole` runs one
+    whole run of another strategy (profiled in `others`; without `run_whole` only samples are offered);
+    `left` is what the batch's tracker has left. Returns each prompt's ledger and candidates."""
     ledgers = {p.key: Ledger(p.key) for p in prompts}
     pools: dict[str, list[Candidate]] = {p.key: [] for p in prompts}
 
@@ -495,19 +697,21 @@ async def allocate(
                 if not pools[prompt.key]:  # drawn, but every sample was refused (quota): nothing to go on
                     ledger.stop("budget", "its probe brought no sample")
                     continue
+                if agreed(ledger, pools[prompt.key], vote_of(prompt.base, rules), rules.consensus):
+                    continue
                 views.append((ledger, situation_of(prompt, pools[prompt.key], profile)[0]))
-        steps = plan_round(views, left(), limits, rules, fairness)
+        steps = plan_round(views, left(), limits, rules, fairness, others if run_whole else None)
         if not steps:
             ended = "the batch budget left could not pay for its next sample"
             break
         for step in steps:
             ledgers[step.key].steps.append({"round": round_index, **step.describe()})
-        _charge(ledgers, pools, await draw([(step.key, step.samples) for step in steps]))
+        await take_steps(steps, draw, run_whole, ledgers, pools)
         if progress is not None:
             progress("round", round_index, list(ledgers.values()))
     for prompt in prompts:  # final estimates for the report
         ledger = ledgers[prompt.key]
-        if pools[prompt.key]:
+        if pools[prompt.key] and ledger.status != "answered":
             situation, estimate = situation_of(prompt, pools[prompt.key], profile)
             ledger.p = estimate.p
             rule = rule_of(situation)

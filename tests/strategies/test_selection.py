@@ -1,5 +1,5 @@
 from strategies.base import Candidate
-from strategies.selection import cannot_be_overtaken, ranked, select
+from strategies.selection import cannot_be_overtaken, confident, ranked, select
 
 
 def candidates(*pairs: tuple[str | None, float]) -> list[Candidate]:
@@ -46,3 +46,22 @@ def test_early_stop_rule() -> None:
 def test_ranked_puts_the_winning_answer_first() -> None:
     pool = candidates(("7", 0.9), ("5", 0.1), ("5", 0.2))
     assert [c.answer for c in ranked(pool, "majority")][:2] == ["5", "5"]
+
+
+def test_the_confidence_vote_keeps_only_the_most_confident_samples() -> None:
+    # three low-confidence samples agree on 5; the two most confident say 7: with the top 40% voting, 7 wins
+    pool = candidates(("5", 1.0), ("5", 1.1), ("5", 1.2), ("7", 3.0), ("7", 2.9))
+    chosen = confident(pool, keep_percent=40)
+    assert chosen is not None and chosen.answer == "7"
+    assert [c.votes for c in pool] == [0, 0, 0, 2, 2]
+    # everyone voting, weighted by confidence: 5 (1.0 + 1.1 + 1.2) beats 7 (1.5)
+    everyone = confident(candidates(("5", 1.0), ("5", 1.1), ("5", 1.2), ("7", 1.5)), keep_percent=100)
+    assert everyone is not None and everyone.answer == "5"
+
+
+def test_the_confidence_vote_without_confidences_is_a_majority() -> None:
+    pool = candidates(("5", 0.0), ("7", 0.0), ("5", 0.0))
+    for candidate in pool:
+        candidate.score = None
+    chosen = confident(pool, keep_percent=10)
+    assert chosen is not None and chosen.answer == "5"

@@ -68,6 +68,8 @@ def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(cl
         assert allocation["reason"] and allocation["status"] in ("settled", "hopeless", "capped", "budget")
         assert allocation["steps"][0]["why"] == "probe"
         assert problem["correct"] in (True, False)
+        # the default vote is DeepConf's offline one: the samples carry their confidence (from logprobs)
+        assert allocation["selection"] == "confidence" and problem["params"]["strategy"] == "deepconf"
 
     def mean_samples(family: str) -> float:
         chosen = [p["samples"] for p in result["problems"] if p["id"].startswith(family)]
@@ -103,11 +105,40 @@ def test_an_eflops_cap_holds_with_a_maximum_share(client: httpx.Client) -> None:
     body = {
         "problems": problems(2, 6),  # twelve
         "budget": {"eflops": cap},
-        "allocation": {"max_share": 0.25, "probe_samples": 2},
+        "allocation": {"max_share": 0.25, "probe_samples": 2, "vote": "majority"},
     }
     result = run_batch(client, body)["result"]
     assert 0 < result["usage"]["eflops"] <= cap
+    assert {p["details"]["allocation"]["selection"] for p in result["problems"]} == {"majority"}
     assert all(p["usage"]["eflops"] <= 0.25 * cap or p["samples"] == 1 for p in result["problems"])
+
+
+def test_a_problem_can_be_answered_by_a_whole_run_of_another_strategy(client: httpx.Client) -> None:
+    # two-digit additions scatter (the probe's answers mostly disagree): DeepConf's measured profile predicts
+    # a run of it beats the vote of the probe, and only whole DeepConf runs are allowed after the probe
+    rng = random.Random(7)
+    pairs = [(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(6)]
+    body = {
+        "problems": [
+            {"id": f"add2-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "sampling": {"max_tokens": 24}}
+            for i, (a, b) in enumerate(pairs)
+        ],
+        "budget": {"tokens": 8000},
+        "allocation": {"strategies": ["deepconf"]},
+    }
+    result = run_batch(client, body)["result"]
+    assert result["usage"]["completion_tokens"] <= 8000
+    answered = [p for p in result["problems"] if p["details"]["allocation"]["status"] == "answered"]
+    assert answered, [p["details"]["allocation"]["reason"] for p in result["problems"]]
+    for problem in answered:
+        run = problem["details"]["allocation"]["steps"][-1]
+        assert run["strategy"] == "deepconf" and problem["params"]["strategy"] == "deepconf"
+        assert problem["params"]["n"] == run["params"]["n"]
+        assert problem["samples"] > 4  # the probe's samples and the run's traces
+    assert (
+        sum(p["usage"]["completion_tokens"] for p in result["problems"])
+        == result["usage"]["completion_tokens"]
+    )
 
 
 @pytest.mark.parametrize(

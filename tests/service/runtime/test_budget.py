@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.runtime.budget import BudgetLimits, BudgetTracker
+from service.runtime.budget import BudgetLimits, BudgetTracker, absorb, sub_budget
 from service.runtime.cost import Hardware, ModelShape, worst_case_eflops
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState
 from service.runtime.errors import BudgetExhausted
@@ -121,3 +121,32 @@ def test_the_seconds_cap_holds_although_stopping_the_engine_takes_time() -> None
     engine = ScriptedEngine(length=10_000, step_seconds=0.01, abort_seconds=0.03)
     asyncio.run(budget.generate(engine, "q", SamplingSpec(n=1, max_tokens=10_000)))
     assert 1.5 < budget.finish().seconds <= 2.0
+
+
+def test_a_sub_budget_holds_its_own_cap_and_its_parents_and_charges_the_parent() -> None:
+    async def scenario() -> tuple[BudgetTracker, BudgetTracker, BudgetTracker]:
+        parent = tracker(tokens=300)
+        engine = ScriptedEngine(length=80)
+        first, second = (
+            sub_budget(parent, BudgetLimits(tokens=200)),
+            sub_budget(parent, BudgetLimits(tokens=200)),
+        )
+
+        async def spend(budget: BudgetTracker) -> None:
+            for _ in range(5):
+                with contextlib.suppress(BudgetExhausted):
+                    await budget.generate(engine, "a question", SamplingSpec(n=2, max_tokens=80))
+
+        await asyncio.gather(spend(first), spend(second))
+        absorb(parent, first)
+        absorb(parent, second)
+        return parent, first, second
+
+    parent, first, second = asyncio.run(scenario())
+    assert first.spend.completion_tokens <= 200 and second.spend.completion_tokens <= 200
+    assert 0 < parent.spend.completion_tokens <= 300  # both together never past the parent's cap
+    assert parent.spend.completion_tokens == first.spend.completion_tokens + second.spend.completion_tokens
+    assert parent.spend.eflops == pytest.approx(first.spend.eflops + second.spend.eflops)
+    assert parent.spend.engine_requests == first.spend.engine_requests + second.spend.engine_requests
+    assert parent.spend.prompt_tokens == first.spend.prompt_tokens + second.spend.prompt_tokens
+    assert parent.remaining_tokens() == 300 - parent.spend.completion_tokens  # no reservation left behind

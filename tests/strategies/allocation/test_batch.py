@@ -5,23 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
 from service.runtime.cost import HARDWARE_PRESETS, ModelShape, generation_eflops, worst_case_eflops
 from service.runtime.errors import BudgetExhausted
+from service.store.allocation import VerifierCalibration
 from strategies.allocation.batch import (
+    Cost,
     Drawn,
     Fairness,
     Ledger,
     Prompt,
     Remaining,
     Rules,
+    Step,
     allocate,
+    unsampled,
+    vote_of,
 )
 from strategies.allocation.costs import SecondsModel
-from strategies.allocation.difficulty import DEFAULT_WRONG_SHARES
-from strategies.allocation.plans import Caps, Situation
+from strategies.allocation.plans import Situation
+from strategies.allocation.profiles import Profile, ProfilePlan
 from strategies.base import Candidate
 
 SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
@@ -32,28 +38,7 @@ PROFILE = None
 
 
 def base() -> Situation:
-    return Situation(
-        prompt_tokens=PROMPT_TOKENS,
-        max_tokens=MAX_TOKENS,
-        expected_tokens=MAX_TOKENS / 2,
-        probe_samples=0,
-        signature=0,
-        mixture=[(1.0, 0.5)],
-        wrong_shares=list(DEFAULT_WRONG_SHARES),
-        verifier=None,
-        calibration=None,
-        verifier_call=None,
-        probe_scored=False,
-        false_positive_penalty=0.0,
-        cost_weight=0.0,
-        shape=SHAPE,
-        hardware=HARDWARE,
-        count_weight_loading=True,
-        seconds_model=SecondsModel(),
-        caps=Caps(None, None, None),
-        budget_scale=1.0,
-        max_samples=64,
-    )
+    return unsampled(Cost(SHAPE, HARDWARE, True, SecondsModel()), PROMPT_TOKENS, MAX_TOKENS, 64)
 
 
 class Simulation:
@@ -203,3 +188,76 @@ def test_no_prompt_takes_more_than_its_maximum_share(fraction: float) -> None:
 def test_max_samples_caps_one_prompt() -> None:
     ledgers, _ = run({"middling": 0.45}, Remaining(None, per_sample() * 200), rules=Rules(max_samples=8))
     assert ledgers["middling"].samples <= 8
+
+
+def test_a_prompt_votes_with_its_verifier_or_else_with_the_batch_vote() -> None:
+    calibration = VerifierCalibration("judge", "default", 0.9, 0.9, 50, 50, 0.5, "measured")
+    judged = replace(base(), verifier="judge", calibration=calibration)
+    assert vote_of(judged, Rules(vote="majority")) == "weighted"
+    assert vote_of(base(), Rules()) == "confidence"
+    assert vote_of(base(), Rules(vote="majority")) == "majority"
+
+
+def whole_profile(accuracy: float, units: float = 8.0) -> Profile:
+    """A measured profile of another strategy: one setting, `accuracy` whatever the probe said."""
+    return Profile("deepconf", 4, "test", (), (ProfilePlan({"n": 8}, False, units, (accuracy,) * 5),))
+
+
+def run_whole_runs(
+    rates: dict[str, float], cap: Remaining, accuracy: float, rules: Rules | None = None
+) -> tuple[dict[str, Ledger], Simulation, list[Step]]:
+    """The allocator with one other strategy it may run whole, which answers right, costing its units."""
+    simulation = Simulation(rates, cap)
+    ran: list[Step] = []
+
+    async def run_whole(step: Step) -> Drawn:
+        ran.append(step)
+        lengths = [MAX_TOKENS // 2] * step.samples
+        eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, True)
+        assert eflops <= step.worst_eflops
+        simulation.eflops += eflops
+        simulation.tokens += sum(lengths)
+        answer = Candidate("right", "right", sum(lengths))
+        return Drawn([answer], eflops, sum(lengths), answer)
+
+    prompts = [Prompt(key, base()) for key in rates]
+    ledgers, _ = asyncio.run(
+        allocate(
+            prompts,
+            simulation.draw,
+            simulation.left,
+            cap,
+            rules or Rules(),
+            Fairness(),
+            PROFILE,
+            others={"deepconf": whole_profile(accuracy)},
+            run_whole=run_whole,
+        )
+    )
+    return {ledger.key: ledger for ledger in ledgers}, simulation, ran
+
+
+def test_a_whole_strategy_run_predicted_better_per_eflop_answers_the_prompt() -> None:
+    rates = {f"middling-{i}": 0.45 for i in range(4)}
+    cap = Remaining(None, per_sample() * 24 * len(rates))
+    ledgers, simulation, ran = run_whole_runs(rates, cap, accuracy=0.95)
+    assert ran and {step.strategy for step in ran} == {"deepconf"}
+    for step in ran:
+        ledger = ledgers[step.key]
+        assert ledger.status == "answered" and ledger.answer is not None and ledger.answer.answer == "right"
+        assert ledger.steps[-1]["strategy"] == "deepconf" and ledger.steps[-1]["params"] == {"n": 8}
+        assert "answered by one run of deepconf" in ledger.reason
+    assert simulation.eflops <= (cap.eflops or 0)
+
+
+def test_a_whole_run_is_not_taken_when_samples_pay_better_or_it_is_not_allowed() -> None:
+    rates = {f"middling-{i}": 0.45 for i in range(4)}
+    cap = Remaining(None, per_sample() * 24 * len(rates))
+    _, _, ran = run_whole_runs(rates, cap, accuracy=0.05)  # predicted worse than the vote it has
+    assert not ran
+    _, _, ran = run_whole_runs(rates, cap, accuracy=0.95, rules=Rules(strategies=frozenset({"best_of_n"})))
+    assert not ran
+    ledgers, _, ran = run_whole_runs(
+        rates, cap, accuracy=0.95, rules=Rules(strategies=frozenset({"deepconf"}))
+    )
+    assert ran and all(ledger.samples >= 4 for ledger in ledgers.values())  # the probe, then only whole runs
