@@ -369,20 +369,25 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 def knob_grid(defaults: Rules) -> list[Rules]:
-    """The allocator's knobs the fit split compares: probe size, vote and the consensus stop (the defaults
-    are among them)."""
+    """The allocator's knobs the fit split compares (the defaults are among them): with the confidence vote,
+    probe size x when a problem stops (min_gain) x how much of what is left one round hands out; the plain
+    vote at the defaults' settings and at min_gain 0."""
     grid = [
-        replace(defaults, probe_samples=probe, vote=vote, consensus=consensus)
+        replace(defaults, vote="confidence", probe_samples=probe, min_gain=gain, round_share=share)
         for probe in (2, 4)
-        for vote in ("confidence", "majority")
-        for consensus in (None, 0.8)
+        for gain in (0.002, 0.0005, 0.0)
+        for share in (0.5, 1.0)
     ]
+    grid += [replace(defaults, vote="majority"), replace(defaults, vote="majority", min_gain=0.0)]
     return grid if defaults in grid else [defaults, *grid]
 
 
 def label(rules: Rules) -> str:
     stop = "" if rules.consensus is None else f", consensus {rules.consensus}"
-    return f"probe {rules.probe_samples}, {rules.vote} vote{stop}"
+    return (
+        f"probe {rules.probe_samples}, {rules.vote} vote, min_gain {rules.min_gain}, "
+        f"round_share {rules.round_share}{stop}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

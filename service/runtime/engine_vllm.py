@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState, Tok
 from service.runtime.errors import EngineUnavailable, InvalidRequest
 from service.runtime.libraries import IMPORT_LOCK
 from service.runtime.load import KV_USAGE, RUNNING, WAITING, EngineLoad, combine
-from service.runtime.settings import EngineDtype, Settings
+from service.runtime.settings import CpuCores, EngineDtype, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,17 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def cpu_binding(cores: CpuCores, allowed: Iterable[int]) -> dict[str, str]:
+    """vLLM's CPU thread binding for `cores`: every allowed core (none reserved), or nothing (vLLM's own
+    default: all but one)."""
+    if cores != "all":
+        return {}
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(core) for core in sorted(allowed)),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
 def engine_dtype(requested: EngineDtype, on_cpu: bool, native_bf16: bool) -> EngineDtype:
     """vLLM's dtype for `requested`: auto stays vLLM's choice except on a CPU that would emulate bf16."""
     if requested == "auto" and on_cpu and not native_bf16:
@@ -92,6 +103,9 @@ class InProcessEngine(ChatTokenizer):
 
     def __init__(self, settings: Settings, model_path: str) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+        if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            for name, value in cpu_binding(settings.cpu_cores, os.sched_getaffinity(0)).items():
+                os.environ[name] = value
         with IMPORT_LOCK:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.platforms import current_platform

@@ -65,11 +65,24 @@ def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(cl
     for problem in result["problems"]:
         allocation = problem["details"]["allocation"]
         assert problem["samples"] >= 1 and allocation["samples"] == problem["samples"]
-        assert allocation["reason"] and allocation["status"] in ("settled", "hopeless", "capped", "budget")
+        assert allocation["reason"] and allocation["status"] in (
+            "settled",
+            "hopeless",
+            "capped",
+            "budget",
+            "answered",
+        )
         assert allocation["steps"][0]["why"] == "probe"
         assert problem["correct"] in (True, False)
-        # the default vote is DeepConf's offline one: the samples carry their confidence (from logprobs)
-        assert allocation["selection"] == "confidence" and problem["params"]["strategy"] == "deepconf"
+        # the default vote is DeepConf's offline one (samples drawn with logprobs), unless a whole run answered
+        assert allocation["selection"] == "confidence"
+        if allocation["status"] != "answered":
+            assert problem["params"] == {
+                "strategy": "deepconf",
+                "mode": "offline",
+                "n": problem["samples"],
+                "keep_percent": 10.0,
+            }
 
     def mean_samples(family: str) -> float:
         chosen = [p["samples"] for p in result["problems"] if p["id"].startswith(family)]

@@ -1,4 +1,4 @@
-"""The in-process engine's dtype choice: float32 only where the CPU would emulate bf16."""
+"""The in-process engine's dtype choice (float32 only where the CPU would emulate bf16) and its cores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime.engine_vllm import cpu_has_native_bf16, engine_dtype
+from service.runtime.engine_vllm import cpu_binding, cpu_has_native_bf16, engine_dtype
 from service.runtime.settings import EngineDtype
 
 
@@ -40,3 +40,11 @@ def test_cpu_has_native_bf16_reads_the_flags(tmp_path: Path, flags: str, expecte
 
 def test_cpu_without_cpuinfo_leaves_the_choice_to_vllm(tmp_path: Path) -> None:
     assert cpu_has_native_bf16(tmp_path / "absent") is True
+
+
+def test_cpu_binding_takes_every_allowed_core_or_leaves_vllms_default() -> None:
+    assert cpu_binding("all", {3, 1, 2}) == {
+        "VLLM_CPU_OMP_THREADS_BIND": "1,2,3",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    assert cpu_binding("vllm", {0, 1}) == {}
