@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,22 +41,28 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, namespace: str) -> Iterator[tuple[str, str]]:
-    """Two service replicas (two engines) sharing one Redis and one keys namespace. Replica B has a small
-    admission limit (4 sequences in flight, 4 calls waiting) for the burst test."""
+    """Two service replicas (two engines) sharing one Redis and one keys namespace, each engine on its own core
+    (two engines on the same cores crawl). Replica B has a small admission limit (4 sequences in flight, 4
+    calls waiting) for the burst test."""
     env = {
         "TTC_KEYS_NAMESPACE": namespace,
         "TTC_ADMIN_KEY": ADMIN,
         "TTC_DEFAULT_BUDGET_TOKENS": str(DEFAULT_TOKENS),
         "TTC_KV_CACHE_GIB": "1",
     }
+    cores = sorted(os.sched_getaffinity(0))
     small = {
         **env,
+        "VLLM_CPU_OMP_THREADS_BIND": str(cores[-1]),
         "TTC_ADMISSION_MAX_SEQUENCES": "4",
         "TTC_ADMISSION_MAX_WAITING": "4",
         "TTC_ADMISSION_MAX_WAIT_SECONDS": "20",
     }
     (url_a, process_a), (url_b, process_b) = start_services(
-        [(tmp_path_factory.mktemp("replica-a"), env), (tmp_path_factory.mktemp("replica-b"), small)]
+        [
+            (tmp_path_factory.mktemp("replica-a"), {**env, "VLLM_CPU_OMP_THREADS_BIND": str(cores[0])}),
+            (tmp_path_factory.mktemp("replica-b"), small),
+        ]
     )
     yield url_a, url_b
     stop(process_b)
