@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import redis
 
-from service.runtime.engine_vllm import cpu_has_native_bf16, engine_dtype
+from service.runtime.engine_vllm import cpu_binding, cpu_has_native_bf16, engine_dtype
+from service.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results"
@@ -60,8 +61,9 @@ def start_vllm(
     kv_cache_gib: int = 1,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """vLLM's own OpenAI server with the settings our in-process engine uses (`env` adds to its environment,
-    e.g. VLLM_CPU_OMP_THREADS_BIND to give each of several engines its own core)."""
+    """vLLM's own OpenAI server with the settings our in-process engine uses, its dtype and its cores
+    (TTC_CPU_CORES; `env` adds to its environment and wins, e.g. VLLM_CPU_OMP_THREADS_BIND to give each of
+    several engines its own core)."""
     command = [
         sys.executable,
         "-m",
@@ -84,7 +86,14 @@ def start_vllm(
         "--port",
         str(port),
     ]
-    return start_process(command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), **(env or {})})
+    cores = (
+        {}
+        if "VLLM_CPU_OMP_THREADS_BIND" in os.environ
+        else cpu_binding(Settings().cpu_cores, os.sched_getaffinity(0))
+    )
+    return start_process(
+        command, log_path, {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), **cores, **(env or {})}
+    )
 
 
 class RedisServer:

@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,6 +66,30 @@ def engine_urls(setting: str) -> list[str]:
     if not urls:
         raise ValueError("TTC_ENGINE_URL names no server.")
     return urls
+
+
+SSE_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_data(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data:` payloads of a server-sent event stream, its lines split only where the SSE spec splits
+    them (CRLF, CR, LF). httpx's aiter_lines also splits on Unicode line separators (U+2028, NEL, ...), which
+    vLLM writes raw inside a JSON event when a token's text holds one (its top logprobs often do), and the
+    event would be cut in two."""
+    pending = ""
+    async for chunk in chunks:
+        pending += chunk
+        if pending.endswith("\r"):  # a CR at the end may be the first half of a CRLF
+            lines, pending = SSE_LINE_END.split(pending[:-1]), "\r"
+            lines, rest = lines[:-1], lines[-1]
+            pending = rest + pending
+        else:
+            *lines, pending = SSE_LINE_END.split(pending)
+        for line in lines:
+            if line.startswith("data:"):
+                yield line[5:].strip()
+    if pending.startswith("data:"):
+        yield pending[5:].strip()
 
 
 @dataclass
@@ -227,10 +252,7 @@ class RemoteEngine(ChatTokenizer):
                 if response.status_code >= 300:
                     raise EngineUnavailable(f"The engine answered HTTP {response.status_code}.")
                 finished = False
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
+                async for data in sse_data(response.aiter_text()):
                     if data == "[DONE]":
                         finished = True
                         break

@@ -46,9 +46,8 @@ from strategies.selection import answer_weights
 
 Status = Literal["active", "settled", "hopeless", "capped", "unfunded", "budget", "answered"]
 SAMPLES = "best_of_n"  # the sample ladder: more samples that join the prompt's vote
-HEADROOM = (
-    1.5  # a whole strategy run's own cap, over its predicted cost (it answers with what it has at its cap)
-)
+# a whole strategy run's own cap, over its predicted cost (it answers with what it has at its cap)
+HEADROOM = 1.5
 Rule = Literal["majority", "weighted"]
 Vote = Literal["majority", "weighted", "confidence"]
 
@@ -77,9 +76,8 @@ class Rules:
     vote: Literal["majority", "confidence"] = "confidence"  # the final vote of a problem without a verifier
     keep_percent: float = 10.0  # the confidence vote: the top keep_percent% of samples by confidence vote
     consensus: float | None = None  # stop a prompt once its answer holds this share of its (weighted) vote
-    strategies: frozenset[str] | None = (
-        None  # plans after the probe (None: the sample ladder and every profile)
-    )
+    # what a prompt may get after its probe (None: the sample ladder and every profiled strategy)
+    strategies: frozenset[str] | None = None
 
 
 @dataclass
@@ -112,9 +110,8 @@ class Step:
     eflops: float  # expected
     worst_eflops: float  # what the tracker reserves
     worst_tokens: int
-    strategy: str = (
-        SAMPLES  # another: one whole run of it, the prompt's last step (samples: its cost in samples)
-    )
+    # another strategy: one whole run of it, the prompt's last step (`samples` is then its cost in samples)
+    strategy: str = SAMPLES
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -425,7 +422,7 @@ def plan_round(
         ledger.predicted_accuracy = step.accuracy_now
         if not step.whole and ledger.samples + step.samples > rules.max_samples:
             step = shrink(step, situation, rules.max_samples - ledger.samples)
-        if step.gain / step.samples < rules.min_gain:
+        if step.gain <= 0 or step.gain / step.samples < rules.min_gain:  # nothing (or too little) to gain
             settled = step.accuracy_now >= rules.settled_at
             ledger.stop(
                 "settled" if settled else "hopeless",
@@ -447,7 +444,11 @@ def plan_round(
 
             if step.whole and not within_share(step):  # a whole run cannot shrink: more samples instead
                 fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok)
-                if fallback is None or fallback.gain / fallback.samples < rules.min_gain:
+                if (
+                    fallback is None
+                    or fallback.gain <= 0
+                    or fallback.gain / fallback.samples < rules.min_gain
+                ):
                     ledger.stop(
                         "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
                     )
