@@ -363,7 +363,8 @@ def next_step(
         for plan in ladder
         if samples and plan.samples > k
     ]
-    steps += strategy_steps(key, situation, others or {}, now)
+    # a whole run predicted no better than the vote it would replace is never a step
+    steps += [step for step in strategy_steps(key, situation, others or {}, now) if step.gain > 0]
     if not steps:
         return None
     worth = [step for step in steps if step.gain / step.samples >= min_gain]
@@ -417,12 +418,16 @@ def plan_round(
             continue
         step = next_step(ledger.key, situation, rules.min_gain, runs, samples_ok)
         if step is None:
-            ledger.stop("capped", "no larger plan within the sample limit")
+            ledger.stop(
+                "capped",
+                "no next step: no larger sample plan within the limits (or allocation.strategies) and no other "
+                "strategy's run predicted to do better than its vote",
+            )
             continue
         ledger.predicted_accuracy = step.accuracy_now
         if not step.whole and ledger.samples + step.samples > rules.max_samples:
             step = shrink(step, situation, rules.max_samples - ledger.samples)
-        if step.gain <= 0 or step.gain / step.samples < rules.min_gain:  # nothing (or too little) to gain
+        if step.gain / step.samples < rules.min_gain:
             settled = step.accuracy_now >= rules.settled_at
             ledger.stop(
                 "settled" if settled else "hopeless",
@@ -444,11 +449,7 @@ def plan_round(
 
             if step.whole and not within_share(step):  # a whole run cannot shrink: more samples instead
                 fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok)
-                if (
-                    fallback is None
-                    or fallback.gain <= 0
-                    or fallback.gain / fallback.samples < rules.min_gain
-                ):
+                if fallback is None or fallback.gain / fallback.samples < rules.min_gain:
                     ledger.stop(
                         "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
                     )

@@ -265,7 +265,8 @@ def test_a_whole_run_is_not_taken_when_samples_pay_better_or_it_is_not_allowed()
     only_runs = Rules(strategies=frozenset({"deepconf"}))
     ledgers, _, ran = run_whole_runs(rates, cap, accuracy=0.05, rules=only_runs)
     assert not ran  # the only step left is predicted to gain nothing: the prompts stop after their probe
-    assert {ledger.status for ledger in ledgers.values()} <= {"settled", "hopeless"}
+    assert {ledger.status for ledger in ledgers.values()} == {"capped"}
+    assert all("no other strategy's run predicted" in ledger.reason for ledger in ledgers.values())
     ledgers, _, ran = run_whole_runs(
         rates, cap, accuracy=0.95, rules=Rules(strategies=frozenset({"deepconf"}))
     )
