@@ -100,9 +100,10 @@ def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(cl
     assert progress[-1]["problems_done"] == 18 and progress[-1]["spent"]["completion_tokens"] > 0
     assert progress[-1]["accuracy_so_far"] is not None
     if samples["add1"] >= samples["add2"]:
-        # Measured on this 135M model (two runs): one-digit additions got 14.7 and 18.0 samples on average,
-        # two-digit ones 9.5 and 12.7. Its two-digit samples scatter (pass@1 7%), so auto's difficulty model
-        # calls most of them hopeless after a few more samples, while split votes on one-digit additions are the
+        # Measured on this 135M model: one-digit additions got more samples than two-digit ones in every run
+        # (14.7 and 18.0 against 9.5 and 12.7 with early stops on; 10.7 against 10.0 in the batch benchmark's
+        # live job of 200 problems with the defaults). Its two-digit samples scatter (pass@1 7%), so auto's
+        # difficulty model predicts little from more of them, while split votes on one-digit additions are the
         # ones more samples can fix: the allocator follows its estimates, and the premise (two-digit
         # addition is the middling kind) does not hold for this model. An open question, not hidden.
         pytest.xfail(f"one-digit additions got more samples than two-digit ones: {samples}")
