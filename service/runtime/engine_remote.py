@@ -79,12 +79,9 @@ async def sse_data(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
     pending = ""
     async for chunk in chunks:
         pending += chunk
-        if pending.endswith("\r"):  # a CR at the end may be the first half of a CRLF
-            lines, pending = SSE_LINE_END.split(pending[:-1]), "\r"
-            lines, rest = lines[:-1], lines[-1]
-            pending = rest + pending
-        else:
-            *lines, pending = SSE_LINE_END.split(pending)
+        held = "\r" if pending.endswith("\r") else ""  # a CR at the end may be the first half of a CRLF
+        *lines, rest = SSE_LINE_END.split(pending[: len(pending) - len(held)])
+        pending = rest + held
         for line in lines:
             if line.startswith("data:"):
                 yield line[5:].strip()
