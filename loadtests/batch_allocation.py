@@ -4,7 +4,10 @@ Problems: the mixed set of the allocator benchmark (one-, two- and three-digit a
 multiplication, GSM8K), a fit split (another seed, GSM8K train) and a report split (GSM8K test). In one run it
 
 1. draws a pool of --pool samples per problem with their top-20 logprobs (one chat call with n = pool,
-   /v1/solve's sampling), priced with the service's own eFLOPs accounting;
+   /v1/solve's sampling), priced with the service's own eFLOPs accounting. Every policy runs as a batch
+   does: a round's calls run together in the engine (at most the admission queue's samples in flight), so
+   each call pays its share of the weight reads (strategies.allocation.costs.lockstep), uniform best-of-N's
+   one call per problem included;
 2. replays on the same pools, so every policy sees the same samples (between two live runs of the same
    best-of-N on this model, accuracy moved by 7 points):
    - uniform best-of-N at N = 1, 2, 4, ...: majority, and DeepConf's confidence vote (the top keep% of the N
@@ -50,7 +53,10 @@ from loadtests.allocator import interpolate
 from loadtests.deepconf import TracePool, collect
 from loadtests.fit_profiles import SPEC, CostModel, Problem, post, problem_set, solve_body
 from loadtests.harness import ROOT, print_result, running_service
+from service.runtime.cost import worst_case_eflops
+from service.runtime.settings import Settings
 from strategies.allocation.batch import (
+    CONFIDENCE_TABLE,
     Cost,
     Drawn,
     Fairness,
@@ -60,8 +66,9 @@ from strategies.allocation.batch import (
     allocate,
     unsampled,
 )
-from strategies.allocation.costs import SecondsModel
-from strategies.allocation.profiles import load_profiles
+from strategies.allocation.costs import SecondsModel, lockstep
+from strategies.allocation.difficulty import signature
+from strategies.allocation.profiles import Profile, load_profiles
 from strategies.base import Candidate
 from strategies.confidence import lowest_group_confidence
 from strategies.deepconf import DeepConfParams
@@ -72,6 +79,8 @@ RESULTS = ROOT / "loadtests" / "results" / "batch_allocation"
 PROFILES = ROOT / "strategies" / "allocation" / "profiles"
 FAMILIES = ("add1", "mul", "add2", "add3", "gsm8k")
 WINDOW = DeepConfParams().window
+# samples a batch has in flight: the service's admission queue, all of it the benchmark's (its env below)
+IN_FLIGHT = Settings().admission_max_sequences
 
 
 def mixed_problems(total: int, gsm8k_share: float, seed: int, split: str) -> list[Problem]:
@@ -106,9 +115,10 @@ class Scored:
         )
         return chosen is not None and answers_equal(chosen.answer, self.pool.problem.answer, SPEC)
 
-    def eflops(self, order: list[int], cost: CostModel) -> float:
-        """One call with these samples, as the service charges it (no prefix-cache discount)."""
-        return cost.samples(self.pool.prompt_tokens, [self.pool.lengths[i] for i in order])
+    def eflops(self, order: list[int], cost: CostModel, weight_share: int = 1) -> float:
+        """One call with these samples, as the service charges it (no prefix-cache discount), sharing the
+        weight reads with `weight_share` calls of its round."""
+        return cost.samples(self.pool.prompt_tokens, [self.pool.lengths[i] for i in order], weight_share)
 
 
 def save_pools(path: Path, cost: dict[str, Any], pools: dict[str, list[TracePool]]) -> None:
@@ -163,11 +173,12 @@ def uniform(
     curve = []
     for n in sizes:
         hits = eflops = 0.0
+        share = lockstep(len(scored), n, IN_FLIGHT)
         for item in scored:
             for _ in range(replays):
                 order = rng.sample(range(len(item.right)), n)
                 hits += item.answer(order, vote, keep_percent) / replays
-                eflops += item.eflops(order, cost) / replays
+                eflops += item.eflops(order, cost, share) / replays
         curve.append({"n": n, "accuracy": hits / len(scored), "total_eflops": eflops})
     return curve
 
@@ -189,10 +200,27 @@ class PoolEngine:
     def left(self) -> Remaining:
         return Remaining(None, self.cap - self.spent)
 
+    def worst(self, item: Scored, samples: int, share: int) -> float:
+        """A call's worst case as the tracker reserves it (every sample at max_tokens, nothing cached)."""
+        pool, cost = item.pool, self.cost
+        return worst_case_eflops(
+            cost.shape,
+            cost.hardware,
+            pool.prompt_tokens,
+            samples,
+            pool.problem.max_tokens,
+            cost.weights,
+            share,
+        )
+
     async def draw(self, steps: list[tuple[str, int]]) -> dict[str, Drawn]:
         out = {}
         for key, n in steps:
+            share = lockstep(len(steps), n, IN_FLIGHT)
             item = self.by_key[key]
+            # the tracker's hard cap: a call whose worst case does not fit what is left gets fewer samples
+            while n > 0 and self.spent + self.worst(item, n, share) > self.cap:
+                n -= 1
             start = self.used[key]
             order = self.order[key][start : start + n]
             self.used[key] = start + len(order)
@@ -200,18 +228,64 @@ class PoolEngine:
             if self.vote != "confidence":
                 for candidate in candidates:
                     candidate.score = None
-            eflops = item.eflops(order, self.cost) if order else 0.0
+            eflops = item.eflops(order, self.cost, share) if order else 0.0
             self.spent += eflops
             out[key] = Drawn(candidates, eflops, sum(c.tokens for c in candidates))
         return out
 
 
+def fit_confidence_table(
+    scored: list[Scored], probe: int, orders: int, seed: int, keep_percent: float
+) -> dict[int, dict[int, float]]:
+    """The confidence vote's accuracy by total samples (the probe's size up to the pool's) for each probe
+    outcome (how many of the probe's samples agree), over random orders of the pools: the table the allocator
+    prices the confidence vote with (strategies.allocation.batch.vote_curves)."""
+    rng = random.Random(seed)
+    size = min(len(item.right) for item in scored)
+    sizes = sorted({probe, *[n for n in (6, 8, 12, 16, 24, 32, 48, 64) if probe < n <= size], size})
+    hits: dict[int, dict[int, float]] = {}
+    seen: dict[int, int] = {}
+    for item in scored:
+        for _ in range(orders):
+            order = rng.sample(range(len(item.right)), size)
+            agreement = signature(item.candidates(order[:probe]))
+            seen[agreement] = seen.get(agreement, 0) + 1
+            row = hits.setdefault(agreement, dict.fromkeys(sizes, 0.0))
+            for n in sizes:
+                row[n] += item.answer(order[:n], "confidence", keep_percent)
+    return {m: {n: row[n] / seen[m] for n in sizes} for m, row in sorted(hits.items())}
+
+
+def with_confidence_table(profile: Profile, table: dict[int, dict[int, float]]) -> Profile:
+    """The best-of-N profile with this confidence-vote table in its probe bins."""
+    bins = tuple(
+        replace(item, accuracy={**item.accuracy, CONFIDENCE_TABLE: table[item.signature]})
+        if item.signature in table
+        else item
+        for item in profile.bins
+    )
+    return replace(
+        profile, bins=bins, source=f"{profile.source} + a confidence table of this run's fit split"
+    )
+
+
+def write_confidence_table(path: Path, table: dict[int, dict[int, float]], fitted_on: str) -> None:
+    """Merge the table into the best-of-N profile file the service reads (its other tables stay)."""
+    data = json.loads(path.read_text())
+    for item in data["bins"]:
+        row = table.get(int(item["signature"]))
+        if row is not None:
+            item.setdefault("accuracy", {})[CONFIDENCE_TABLE] = {str(n): round(v, 4) for n, v in row.items()}
+    data["confidence_fitted_on"] = fitted_on
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def replay_batch(
-    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seed: int
+    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seed: int, profile: Profile | None
 ) -> dict[str, Any]:
     """The service's allocator over the pools under one eFLOPs cap: accuracy, spend, samples by family."""
     engine = PoolEngine(scored, cap, cost, rules.vote, seed)
-    pricing = Cost(cost.shape, cost.hardware, cost.weights, SecondsModel())
+    pricing = Cost(cost.shape, cost.hardware, cost.weights, SecondsModel(), IN_FLIGHT)
     size = min(len(item.right) for item in scored)
     rules = replace(rules, max_samples=min(rules.max_samples, size))
     prompts = [
@@ -221,7 +295,6 @@ def replay_batch(
         )
         for item in scored
     ]
-    profile = load_profiles(PROFILES).get("best_of_n")
     ledgers, pools = asyncio.run(
         allocate(
             prompts,
@@ -253,10 +326,10 @@ def replay_batch(
 
 
 def replay_mean(
-    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seeds: int
+    scored: list[Scored], cap: float, rules: Rules, cost: CostModel, seeds: int, profile: Profile | None
 ) -> dict[str, Any]:
     """replay_batch over `seeds` random pool orders, averaged."""
-    runs = [replay_batch(scored, cap, rules, cost, seed) for seed in range(seeds)]
+    runs = [replay_batch(scored, cap, rules, cost, seed, profile) for seed in range(seeds)]
     families = runs[0]["mean_samples_by_family"]
     return {
         "accuracy": statistics.mean(r["accuracy"] for r in runs),
@@ -429,6 +502,11 @@ def main(argv: list[str] | None = None) -> None:
         "--pools-from", type=Path, help="replay saved pools (a run's pools.json) instead of drawing new ones"
     )
     parser.add_argument(
+        "--write-profile",
+        action="store_true",
+        help="write the fit split's confidence-vote table into strategies/allocation/profiles/best_of_n.json",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="40 + 40 problems, pool 8, budgets 2,4,8, no auto (a few minutes)",
@@ -477,6 +555,20 @@ def main(argv: list[str] | None = None) -> None:
         report_pools = [Scored.of(p) for p in drawn["report"]]
         fit, report = [p.pool.problem for p in fit_pools], [p.pool.problem for p in report_pools]
         sizes = [n for n in sizes if n <= min(len(p.right) for p in fit_pools + report_pools)]
+        # the confidence vote's measured accuracy by probe outcome, fitted on the fit split only
+        table = fit_confidence_table(
+            fit_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent
+        )
+        plain = load_profiles(PROFILES)["best_of_n"]
+        profile = with_confidence_table(plain, table)
+        print("confidence vote accuracy by probe agreement (fit split):", flush=True)
+        for agreement, row in table.items():
+            print(f"  {agreement}/{defaults.probe_samples} agree: {row}", flush=True)
+        if args.write_profile:
+            fitted_on = (
+                f"{len(fit_pools)} problems of the batch benchmark's fit split, {4 * args.replays} orders"
+            )
+            write_confidence_table(PROFILES / "best_of_n.json", table, fitted_on)
 
         # fit: the allocator's knobs on the fit split, at every budget
         fit_uniform = uniform(
@@ -485,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
         fit_totals = {p["n"]: p["total_eflops"] for p in fit_uniform}
         grid = []
         for rules in knob_grid(defaults):
-            rows = [replay_mean(fit_pools, fit_totals[n], rules, cost, args.orders) for n in budgets]
+            rows = [replay_mean(fit_pools, fit_totals[n], rules, cost, args.orders, profile) for n in budgets]
             grid.append(
                 {
                     "rules": rules,
@@ -512,13 +604,24 @@ def main(argv: list[str] | None = None) -> None:
         batches = []
         for n in budgets:
             cap = by_n[n]["total_eflops"]
-            row = replay_mean(report_pools, cap, defaults, cost, args.orders)
+            row = replay_mean(report_pools, cap, defaults, cost, args.orders, profile)
             majority_only = replay_mean(
-                report_pools, cap, replace(defaults, vote="majority"), cost, args.orders
+                report_pools, cap, replace(defaults, vote="majority"), cost, args.orders, profile
             )
-            batches.append({"n": n, "cap": cap, **row, "majority_vote_accuracy": majority_only["accuracy"]})
+            closed_form = replay_mean(report_pools, cap, defaults, cost, args.orders, plain)
+            batches.append(
+                {
+                    "n": n,
+                    "cap": cap,
+                    **row,
+                    "majority_vote_accuracy": majority_only["accuracy"],
+                    "closed_form_accuracy": closed_form["accuracy"],
+                    "closed_form_samples_by_family": closed_form["mean_samples_by_family"],
+                }
+            )
             print(
-                f"batch (replay) at BoN{n}: {row['accuracy']:.3f} (majority vote {majority_only['accuracy']:.3f}) "
+                f"batch (replay) at BoN{n}: {row['accuracy']:.3f} (majority vote {majority_only['accuracy']:.3f}, "
+                f"priced by the plurality closed form {closed_form['accuracy']:.3f}) "
                 f"vs uniform majority {by_n[n]['accuracy']:.3f}, uniform confidence "
                 f"{confident_by_n[n]['accuracy']:.3f}; spent {row['spent_over_cap']:.3f} of the cap; samples "
                 f"{row['mean_samples_by_family']}",
@@ -560,6 +663,8 @@ def main(argv: list[str] | None = None) -> None:
                 "batch_majority_vote_accuracy": round(row["majority_vote_accuracy"], 4),
                 "gain_of_allocation_alone": round(row["majority_vote_accuracy"] - by_n[n]["accuracy"], 4),
                 "batch_mean_samples_by_family": row["mean_samples_by_family"],
+                "batch_closed_form_accuracy": round(row["closed_form_accuracy"], 4),
+                "batch_closed_form_samples_by_family": row["closed_form_samples_by_family"],
                 "auto_accuracy": None if auto_row is None else round(auto_row["accuracy"], 4),
                 "auto_spent_over_cap": None if auto_row is None else round(auto_row["spent_over_cap"], 4),
             }

@@ -127,8 +127,26 @@ class CostModel:
         hardware = Hardware(hw["name"], hw["peak_flops"], hw["memory_bytes_per_second"])
         return cls(shape, hardware, bool(info["count_weight_loading"]))
 
-    def samples(self, prompt_tokens: int, lengths: list[int]) -> float:
-        return generation_eflops(self.shape, self.hardware, prompt_tokens, 0, lengths, self.weights)
+    def samples(self, prompt_tokens: int, lengths: list[int], weight_share: int = 1) -> float:
+        return generation_eflops(
+            self.shape, self.hardware, prompt_tokens, 0, lengths, self.weights, weight_share
+        )
+
+
+def keep_other_tables(path: Path, profile: dict[str, Any]) -> None:
+    """Carry over the accuracy tables this script does not fit (the batch benchmark's confidence-vote table)
+    from the profile file it replaces, bin by bin."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    tables = {int(item["signature"]): item.get("accuracy", {}) for item in old.get("bins", [])}
+    for item in profile.get("bins", []):
+        accuracy = item.setdefault("accuracy", {})
+        for key, table in tables.get(int(item["signature"]), {}).items():
+            accuracy.setdefault(key, table)
+    for key, value in old.items():
+        if key.endswith("_fitted_on") and key != "fitted_on":
+            profile.setdefault(key, value)
 
 
 def solve_body(
@@ -432,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         profile = fit_best_of_n(pools, args.replays, args.seed, not args.no_judge)
         args.out.mkdir(parents=True, exist_ok=True)
+        keep_other_tables(args.out / "best_of_n.json", profile)
         (args.out / "best_of_n.json").write_text(json.dumps(profile, indent=1) + "\n")
         written = ["best_of_n"]
         if args.grid:

@@ -36,7 +36,7 @@ from strategies.allocation.batch import (
     unsampled,
     vote_of,
 )
-from strategies.allocation.costs import CallShape, SecondsModel
+from strategies.allocation.costs import CallShape, SecondsModel, lockstep
 from strategies.allocation.difficulty import BIN_EDGES, BIN_NAMES
 from strategies.allocation.plans import Situation
 from strategies.allocation.profiles import Profile
@@ -94,15 +94,20 @@ class Outcome:
 
 
 def base_situation(
-    item: BatchItem, budget: BudgetTracker, seconds: SecondsModel, max_samples: int
+    item: BatchItem,
+    budget: BudgetTracker,
+    seconds: SecondsModel,
+    max_samples: int,
+    in_flight: int | None = None,
 ) -> Situation:
-    """The prompt before any sample, as auto's plan builders take it (its costs, its verifier)."""
+    """The prompt before any sample, as auto's plan builders take it (its costs, its verifier, how many
+    samples the batch may have in flight)."""
     max_tokens = item.task.sampling.max_tokens
     verifier_call = None
     if item.verifier is not None:
         verifier_call = CallShape(item.prompt_tokens + max_tokens // 2 + JUDGE_PROMPT_OVERHEAD, 1, 1.0, 1)
     return unsampled(
-        Cost(budget.shape, budget.hardware, budget.count_weight_loading, seconds),
+        Cost(budget.shape, budget.hardware, budget.count_weight_loading, seconds, in_flight),
         item.prompt_tokens,
         max_tokens,
         max_samples,
@@ -120,15 +125,20 @@ def remaining(budget: BudgetTracker) -> Remaining:
 CONFIDENCE = DeepConfParams()
 
 
-async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, count: int, vote: Vote) -> Drawn:
+async def _draw_one(
+    item: BatchItem, engine: Engine, budget: BudgetTracker, count: int, vote: Vote, weight_share: int = 1
+) -> Drawn:
     """`count` samples of one prompt through the batch's tracker, scored by its verifier (or, for the
-    confidence vote, by their lowest group confidence); what they cost. A refusal (the budget, the key's
-    quota or the admission queue) brings nothing rather than failing the batch."""
+    confidence vote, by their lowest group confidence); what they cost, the weight reads shared with
+    `weight_share` calls of its round. A refusal (the budget, the key's quota or the admission queue) brings
+    nothing rather than failing the batch."""
     spec = dataclasses.replace(item.task.sampling, n=count)
     if vote == "confidence":
         spec = dataclasses.replace(spec, logprobs=CONFIDENCE.top_logprobs)
     try:
-        generation = await budget.generate(engine, item.task.prompt, spec, prompt_tokens=item.prompt_tokens)
+        generation = await budget.generate(
+            engine, item.task.prompt, spec, prompt_tokens=item.prompt_tokens, weight_share=weight_share
+        )
     except (BudgetExhausted, Rejected):
         return Drawn([], 0.0, 0)
     candidates = [Candidate.from_sample(sample, item.task.answer) for sample in generation.samples]
@@ -144,6 +154,7 @@ async def _draw_one(item: BatchItem, engine: Engine, budget: BudgetTracker, coun
         generation.cached_prompt_tokens,
         lengths,
         budget.count_weight_loading,
+        weight_share,
     )
     if item.verifier is not None and candidates and not budget.expired():
         try:
@@ -225,7 +236,7 @@ async def run_batch(
     `others`: the measured profiles of the strategies a problem may also run whole after its probe."""
     by_key = {item.key: item for item in items}
     prompts = [
-        Prompt(item.key, base_situation(item, budget, seconds, max_samples), item.calibration)
+        Prompt(item.key, base_situation(item, budget, seconds, max_samples, in_flight), item.calibration)
         for item in items
     ]
     votes = {prompt.key: vote_of(prompt.base, rules) for prompt in prompts}
@@ -234,11 +245,12 @@ async def run_batch(
 
     gate = SequenceGate(in_flight)
 
-    def one(key: str, n: int) -> Callable[[], Awaitable[Drawn]]:
-        return lambda: _draw_one(by_key[key], engine, budget, n, votes[key])
+    def one(key: str, n: int, calls: int) -> Callable[[], Awaitable[Drawn]]:
+        weight_share = lockstep(calls, n, gate.limit)
+        return lambda: _draw_one(by_key[key], engine, budget, n, votes[key], weight_share)
 
     async def draw(steps: list[tuple[str, int]]) -> dict[str, Drawn]:
-        drawn = await gather_or_cancel(*(gate.run(n, one(key, n)) for key, n in steps))
+        drawn = await gather_or_cancel(*(gate.run(n, one(key, n, len(steps))) for key, n in steps))
         result = {}
         for (key, _), got in zip(steps, drawn, strict=True):
             pools_seen[key].extend(got.candidates)

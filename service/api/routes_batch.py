@@ -43,6 +43,7 @@ from service.runtime.affinity import affinity_scope
 from service.runtime.budget import BudgetLimits, BudgetTracker
 from service.runtime.engine import count_prompt_tokens
 from service.runtime.errors import InvalidRequest
+from service.runtime.settings import Settings
 from service.store import allocation as store
 from strategies.allocation.batch import Fairness, Remaining, Rules, require_minimum
 from strategies.allocation.costs import SecondsModel
@@ -129,12 +130,18 @@ async def prepare_items(
     return items
 
 
+def in_flight(settings: Settings) -> int:
+    """Samples one batch may have in flight: its key's share of the replica's admission queue."""
+    return int(settings.admission_max_sequences * settings.admission_key_share)
+
+
 def check_minimum(
-    items: list[BatchItem], budget: BudgetTracker, max_samples: int, fairness: Fairness
+    items: list[BatchItem], budget: BudgetTracker, max_samples: int, fairness: Fairness, flight: int
 ) -> None:
-    """The fairness minimum must be payable for every problem (expected cost), unless abstention is allowed:
-    the allocator's own rule (BudgetExhausted, a 400, otherwise)."""
-    bases = [base_situation(item, budget, SecondsModel(), max_samples) for item in items]
+    """The fairness minimum must be payable for every problem (expected cost, its calls sharing the weight
+    reads as one round does), unless abstention is allowed: the allocator's own rule (BudgetExhausted, a
+    400, otherwise)."""
+    bases = [base_situation(item, budget, SecondsModel(), max_samples, flight) for item in items]
     require_minimum(bases, Remaining(budget.limits.tokens, budget.limits.eflops), fairness)
 
 
@@ -165,7 +172,8 @@ async def validate(state: ServiceState, body: BatchSolveRequest, tenant: Tenant)
     budget = tracker(state, batch_limits(body, state, tenant), tenant)
     items = await prepare_items(state, body.problems, budget, lambda index: f"problems.{index}")
     rules, fairness = rules_of(body)
-    check_minimum(items, budget, min(rules.max_samples, state.settings.max_samples), fairness)
+    settings = state.settings
+    check_minimum(items, budget, min(rules.max_samples, settings.max_samples), fairness, in_flight(settings))
 
 
 async def solve_batch(
@@ -200,7 +208,7 @@ async def solve_batch(
                     seconds,
                     min(rules.max_samples, settings.max_samples),
                     progress,
-                    int(settings.admission_max_sequences * settings.admission_key_share),
+                    in_flight(settings),
                     others=profiles,
                 )
         status = "ok"

@@ -185,16 +185,30 @@ class BudgetTracker:
         remaining = self.remaining_seconds()
         return remaining is not None and remaining <= 0
 
-    def _worst_eflops(self, prompt_tokens: int, samples: int, max_tokens: int) -> float:
+    def _worst_eflops(
+        self, prompt_tokens: int, samples: int, max_tokens: int, weight_share: int = 1
+    ) -> float:
         return worst_case_eflops(
-            self.shape, self.hardware, prompt_tokens, samples, max_tokens, self.count_weight_loading
+            self.shape,
+            self.hardware,
+            prompt_tokens,
+            samples,
+            max_tokens,
+            self.count_weight_loading,
+            weight_share,
         )
 
     def fit(
-        self, prompt_tokens: int, samples: int, max_tokens: int, keep_samples: bool = False
+        self,
+        prompt_tokens: int,
+        samples: int,
+        max_tokens: int,
+        keep_samples: bool = False,
+        weight_share: int = 1,
     ) -> tuple[int, int]:
         """The largest (samples, max_tokens) not above the asked ones whose worst case fits what is left
-        (see `fit_call`). Returns (0, 0) when not even one token can be paid for."""
+        (see `fit_call`; `weight_share` as the call will be charged). Returns (0, 0) when not even one token
+        can be paid for."""
         if self.expired():
             return 0, 0
         context_left = self._context_left()
@@ -205,7 +219,7 @@ class BudgetTracker:
             max_tokens,
             self.remaining_tokens(),
             self.remaining_eflops(),
-            lambda width, length: self._worst_eflops(prompt_tokens, width, length),
+            lambda width, length: self._worst_eflops(prompt_tokens, width, length, weight_share),
             keep_samples,
         )
 
@@ -216,10 +230,10 @@ class BudgetTracker:
 
     # -- spending -----------------------------------------------------------------------------------------
     async def _reserve(
-        self, prompt_tokens: int, spec: SamplingSpec, keep_samples: bool
+        self, prompt_tokens: int, spec: SamplingSpec, keep_samples: bool, weight_share: int = 1
     ) -> tuple[SamplingSpec, Reservation | None]:
         """Fit the call to the budget, then to the injected reserver (quota, admission), if any."""
-        samples, max_tokens = self.fit(prompt_tokens, spec.n, spec.max_tokens, keep_samples)
+        samples, max_tokens = self.fit(prompt_tokens, spec.n, spec.max_tokens, keep_samples, weight_share)
         if samples == 0 or (keep_samples and samples < spec.n):
             raise BudgetExhausted("The budget left cannot pay for another engine call.", param="budget")
         reservation = None
@@ -229,7 +243,7 @@ class BudgetTracker:
                 samples,
                 max_tokens,
                 keep_samples,
-                lambda width, length: self._worst_eflops(prompt_tokens, width, length),
+                lambda width, length: self._worst_eflops(prompt_tokens, width, length, weight_share),
                 continuing=self._granted_calls > 0,
             )
             try:
@@ -258,14 +272,14 @@ class BudgetTracker:
         """Run one engine call inside the budget; raises BudgetExhausted if nothing of it can be paid for.
         With a reserver, the call's worst case is reserved there too and the unspent part given back.
         `stop` may abort the call mid-way (see `engine.generate`); what it generated until then is charged.
-        `weight_share`: the call is one of that many one-sample calls of this request started together, which
-        the engine batches like one call's samples; each is charged its share of the weight reads (the
-        reservation still holds its whole worst case, so the caps stay safe)."""
+        `weight_share`: the call is one of that many calls of this request started together, which the engine
+        batches like one call's samples; each is charged its share of the weight reads, and its worst case
+        (what is reserved) is counted with the same share, so the charge never exceeds the reservation."""
         if prompt_tokens is None:
             prompt_tokens = count_prompt_tokens(engine, prompt)
-        spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples)
+        spec, reservation = await self._reserve(prompt_tokens, spec, keep_samples, weight_share)
         samples, max_tokens = spec.n, spec.max_tokens
-        reserved_eflops = self._worst_eflops(prompt_tokens, samples, max_tokens)
+        reserved_eflops = self._worst_eflops(prompt_tokens, samples, max_tokens, weight_share)
         self._reserved_tokens += samples * max_tokens
         self._reserved_eflops += reserved_eflops
         self._reserved_context += prompt_tokens

@@ -140,10 +140,12 @@ def worst_case_eflops(
     samples: int,
     max_tokens: int,
     count_weight_loading: bool = True,
+    weight_share: int = 1,
 ) -> float:
-    """Upper bound of a call before it runs: nothing cached, every sample runs to max_tokens."""
+    """Upper bound of a call before it runs: nothing cached, every sample runs to max_tokens (charged with
+    the same `weight_share` as the call, see `decode_eflops`)."""
     return prefill_eflops(shape, hardware, prompt_tokens) + decode_eflops(
-        shape, hardware, prompt_tokens, max_tokens, samples, count_weight_loading
+        shape, hardware, prompt_tokens, max_tokens, samples, count_weight_loading, weight_share
     )
 
 

@@ -11,8 +11,12 @@ every prompt. Here one cap is shared, so compute can move between prompts:
    (`plans.best_of_n_plans`: the plurality-vote closed form, or the judge-weighted vote with its verifier
    ceiling) and, right after the probe, one whole run of each other strategy auto has a measured profile of
    (DeepConf online, revision; the tree searches with a verifier), priced by that profile; a whole run is the
-   prompt's last step and its answer is the prompt's. A step's value is its predicted accuracy gain per
-   expected eFLOP; the prompt's best one counts.
+   prompt's last step and its answer is the prompt's. A prompt answered by the confidence vote is priced by
+   that vote's measured accuracy curve for its probe's agreement (the best-of-N profile's `confidence`
+   table, `vote_curves`), not by the plurality closed form. A step's value is its predicted accuracy gain
+   per expected eFLOP; the prompt's best one counts. A round's calls run together in the engine and share
+   every decode step's weight reads (`costs.lockstep`), so each is priced, reserved and charged with that
+   share, and a round is priced again at its size when fewer calls are chosen than were priced.
 3. A round hands out steps best value first until it has reserved `round_share` of what is left (worst cases,
    as the budget tracker reserves them), then every estimate is redone on the new samples.
 4. A prompt whose next step gains less than `min_gain` accuracy per sample stops: *settled* when its vote is
@@ -163,7 +167,10 @@ class Remaining:
         )
 
 
-WorstCost = Callable[[int, int], tuple[float, int]]  # (prompt index, samples) -> (worst eFLOPs, worst tokens)
+WorstCost = Callable[[int, int], tuple[float, int]]
+# a prompt's measured accuracy by its total sample count (None outside the measured range)
+Curve = Callable[[int], float | None]
+CONFIDENCE_TABLE = "confidence"  # the best-of-N profile's accuracy table of the confidence vote  # (prompt index, samples) -> (worst eFLOPs, worst tokens)
 
 
 def probe_sizes(
@@ -214,12 +221,14 @@ def probe_sizes(
 
 @dataclass(frozen=True)
 class Cost:
-    """How the batch's calls are priced: the model, the hardware, the eFLOPs convention, the seconds model."""
+    """How the batch's calls are priced: the model, the hardware, the eFLOPs convention, the seconds model,
+    and how many samples may be in flight (a round's calls that run together share the weight reads)."""
 
     shape: ModelShape
     hardware: Hardware
     count_weight_loading: bool
     seconds: SecondsModel
+    in_flight: int | None = None  # samples the batch may have in flight (None: no limit)
 
 
 def unsampled(
@@ -254,6 +263,7 @@ def unsampled(
         caps=Caps(None, None, None),
         budget_scale=1.0,
         max_samples=max_samples,
+        in_flight=cost.in_flight,
     )
 
 
@@ -265,7 +275,7 @@ def require_minimum(bases: Sequence[Situation], limits: Remaining, fairness: Fai
     if fairness.allow_abstain:
         return
     floor = max(fairness.min_samples, 1)
-    eflops = sum(_sized(base, floor)[0] for base in bases)
+    eflops = sum(_sized(replace(base, round_calls=len(bases)), floor)[0] for base in bases)
     tokens = sum(floor * max(base.max_tokens // 2, 1) for base in bases)
     if not limits.fits(eflops, tokens):
         raise BudgetExhausted(
@@ -287,12 +297,13 @@ def _sized(situation: Situation, samples: int) -> tuple[float, float, int]:
     verifier's calls on them when the situation has a verifier."""
     s = situation
     call = CallShape(s.prompt_tokens, samples, s.expected_tokens, s.max_tokens)
-    eflops = call_eflops(s.shape, s.hardware, call, s.count_weight_loading)
-    worst = call_worst_eflops(s.shape, s.hardware, call, s.count_weight_loading)
+    share = s.weight_share(samples)
+    eflops = call_eflops(s.shape, s.hardware, call, s.count_weight_loading, share)
+    worst = call_worst_eflops(s.shape, s.hardware, call, s.count_weight_loading, share)
     tokens = samples * s.max_tokens
     if s.verifier_call is not None:
         v = s.verifier_call
-        eflops += samples * call_eflops(s.shape, s.hardware, v, s.count_weight_loading)
+        eflops += samples * call_eflops(s.shape, s.hardware, v, s.count_weight_loading)  # charged on its own
         worst += samples * call_worst_eflops(s.shape, s.hardware, v, s.count_weight_loading)
         tokens += samples * v.max_tokens
     return eflops, worst, tokens
@@ -318,11 +329,14 @@ def strategy_steps(key: str, situation: Situation, others: Mapping[str, Profile]
     after the probe: their measured profiles give accuracy by the probe's outcome at the profile's probe size
     only. Its reservation is HEADROOM times its predicted cost, which is also the run's own cap."""
     steps = []
-    one = situation.sample_eflops()
+    # a whole run's calls are charged as a request of its own (every call pays its weight reads), so it is
+    # priced at unshared samples
+    alone = replace(situation, round_calls=1)
+    one = alone.sample_eflops()
     for name, profile in sorted(others.items()):
         if name == SAMPLES or profile.probe_size != situation.probe_samples:
             continue
-        for plan in profile_plans(situation, profile):
+        for plan in profile_plans(alone, profile):
             units = max(math.ceil(plan.eflops / one), 1) if one > 0 else 1
             worst_tokens = math.ceil(HEADROOM * units * situation.max_tokens)
             steps.append(
@@ -347,20 +361,28 @@ def next_step(
     min_gain: float = 0.0,
     others: Mapping[str, Profile] | None = None,
     samples: bool = True,
+    curve: Curve | None = None,
 ) -> Step | None:
     """This prompt's best next step: more samples on auto's best-of-N ladder (when `samples`), or one whole run
     of another strategy profiled in `others`. Of the steps that gain at least `min_gain` per added sample
     (a whole run counts its cost in samples), the one of highest predicted gain per expected eFLOP (one bigger
     call can beat two small ones when every call reads the weights once per step); when none does, the
     smallest (it says by how little). None: no step at all.
-    `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'."""
+    `situation.probe_samples` is every sample drawn so far; the ladder's plan at that count is 'now'. With a
+    `curve` (the measured accuracy of the prompt's own vote by sample count), the ladder's accuracies are the
+    curve's, and it offers only the sample counts the curve covers."""
     k = situation.probe_samples
     rule = rule_of(situation)
     ladder: list[Plan] = [plan for plan in best_of_n_plans(situation) if plan.params.get("selection") == rule]
     now = next((plan.accuracy for plan in ladder if plan.samples == k), 0.0)
+    rungs = [(plan, plan.accuracy) for plan in ladder]
+    measured_now = curve(k) if curve is not None else None
+    if curve is not None and measured_now is not None:
+        now = measured_now
+        rungs = [(plan, accuracy) for plan in ladder if (accuracy := curve(plan.samples)) is not None]
     steps = [
-        Step(key, plan.samples - k, now, plan.accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
-        for plan in ladder
+        Step(key, plan.samples - k, now, accuracy, plan.eflops, plan.worst_eflops, plan.worst_tokens)
+        for plan, accuracy in rungs
         if samples and plan.samples > k
     ]
     # a whole run predicted no better than the vote it would replace is never a step
@@ -400,11 +422,14 @@ def plan_round(
     rules: Rules,
     fairness: Fairness,
     others: Mapping[str, Profile] | None = None,
+    curves: Mapping[str, Curve] | None = None,
 ) -> list[Step]:
     """This round's steps, best predicted gain per eFLOP first, within `round_share` of what is `left` (at
     least one step when any fits), each prompt within its maximum share of the batch's `limits`. Prompts
     that stop are marked on their ledger (settled, hopeless, capped). `others`: the profiles of the other
-    strategies a prompt may run whole (those `rules.strategies` allows)."""
+    strategies a prompt may run whole (those `rules.strategies` allows); `curves`: the measured accuracy of
+    a prompt's vote by sample count, where known (see `vote_curves`)."""
+    curves = curves or {}
     allowed = rules.strategies
     samples_ok = allowed is None or SAMPLES in allowed
     runs = {name: profile for name, profile in (others or {}).items() if allowed is None or name in allowed}
@@ -416,7 +441,8 @@ def plan_round(
         if ledger.samples >= rules.max_samples:
             ledger.stop("capped", f"reached allocation.max_samples ({rules.max_samples})")
             continue
-        step = next_step(ledger.key, situation, rules.min_gain, runs, samples_ok)
+        curve = curves.get(ledger.key)
+        step = next_step(ledger.key, situation, rules.min_gain, runs, samples_ok, curve)
         if step is None:
             ledger.stop(
                 "capped",
@@ -448,7 +474,7 @@ def plan_round(
                 return share.fits(candidate.worst_eflops, candidate.worst_tokens)
 
             if step.whole and not within_share(step):  # a whole run cannot shrink: more samples instead
-                fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok)
+                fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok, curve)
                 if fallback is None or fallback.gain / fallback.samples < rules.min_gain:
                     ledger.stop(
                         "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
@@ -465,10 +491,64 @@ def plan_round(
                 step = smaller
         candidates.append((step, situation, ledger))
     candidates.sort(key=lambda item: (-item[0].value, item[0].key))
+    # The calls a round makes share the weight reads, so each is priced as one of the round's calls; when
+    # fewer are chosen than were priced, every call's share is smaller: price again at the smaller round.
+    cap = share_cap(limits, fairness)
+
+    def share_left(ledger: Ledger) -> Remaining | None:
+        if cap is None:
+            return None
+        return Remaining(
+            None if cap.tokens is None else cap.tokens - ledger.tokens,
+            None if cap.eflops is None else cap.eflops - ledger.eflops,
+        )
+
+    calls = sum(not step.whole for step, _, _ in candidates)
+    while True:
+        chosen = _choose(_at_round(candidates, calls), left, rules, share_left)
+        made = sum(not step.whole for step in chosen)
+        if made >= calls:
+            return chosen
+        calls = made
+
+
+def _at_round(
+    candidates: Sequence[tuple[Step, Situation, Ledger]], calls: int
+) -> list[tuple[Step, Situation, Ledger]]:
+    """The candidates' sample steps priced as calls of a round of `calls` (a whole run is priced alone)."""
+    priced = []
+    for step, situation, ledger in candidates:
+        if not step.whole:
+            situation = replace(situation, round_calls=max(calls, 1))
+            eflops, worst, tokens = _sized(situation, step.samples)
+            step = replace(step, eflops=eflops, worst_eflops=worst, worst_tokens=tokens)
+        priced.append((step, situation, ledger))
+    return priced
+
+
+def _choose(
+    candidates: Sequence[tuple[Step, Situation, Ledger]],
+    left: Remaining,
+    rules: Rules,
+    share_left: Callable[[Ledger], Remaining | None],
+) -> list[Step]:
+    """Steps best value first while their worst cases fit what is `left` and what is left of their prompt's
+    maximum share (a sample step that does not fit gets fewer samples), within `round_share` of `left` after
+    the first."""
     allowance = left.share(rules.round_share)
     room = Remaining(left.tokens, left.eflops)
     chosen: list[Step] = []
-    for step, situation, _ in candidates:
+    for step, situation, ledger in candidates:
+        limit = share_left(ledger)
+        if limit is not None and not step.whole and not limit.fits(step.worst_eflops, step.worst_tokens):
+
+            def fits_share(candidate: Step, limit: Remaining = limit) -> bool:
+                return limit.fits(candidate.worst_eflops, candidate.worst_tokens)
+
+            within = _largest_fitting(step, situation, fits_share)
+            if within is None:
+                continue
+            step = within
         if not room.fits(step.worst_eflops, step.worst_tokens):
 
             def fits_room(candidate: Step) -> bool:
@@ -583,6 +663,32 @@ def agreed(ledger: Ledger, candidates: Sequence[Candidate], vote: Vote, consensu
     return True
 
 
+def vote_curves(
+    prompts: Sequence[Prompt], pools: Mapping[str, Sequence[Candidate]], profile: Profile | None, rules: Rules
+) -> dict[str, Curve]:
+    """For every prompt answered by the confidence vote whose probe is the profile's probe size, the measured
+    accuracy of that vote by sample count for prompts of its probe's outcome (the agreement of its probe),
+    when the profile has that table (`loadtests/batch_allocation.py --write-profile` fits it). The plurality
+    closed form prices the majority vote; the confidence vote has none, and on a small model the two disagree
+    on where samples help: probes that agree little gain most from the confidence vote."""
+    if profile is None:
+        return {}
+    curves: dict[str, Curve] = {}
+    for prompt in prompts:
+        pool = pools[prompt.key]
+        if vote_of(prompt.base, rules) != "confidence" or len(pool) != profile.probe_size:
+            continue
+        agreement = difficulty.signature(pool)
+        if profile.measured(CONFIDENCE_TABLE, agreement, profile.probe_size) is None:
+            continue
+
+        def curve(samples: int, agreement: int = agreement, table: Profile = profile) -> float | None:
+            return table.measured(CONFIDENCE_TABLE, agreement, samples)
+
+        curves[prompt.key] = curve
+    return curves
+
+
 def _charge(ledgers: dict[str, Ledger], pools: dict[str, list[Candidate]], drawn: dict[str, Drawn]) -> None:
     for key, got in drawn.items():
         pools[key].extend(got.candidates)
@@ -651,8 +757,8 @@ async def allocate(
     ledgers = {p.key: Ledger(p.key) for p in prompts}
     pools: dict[str, list[Candidate]] = {p.key: [] for p in prompts}
 
-    def worst(index: int, samples: int) -> tuple[float, int]:
-        _, eflops, tokens = _sized(prompts[index].base, samples)
+    def worst(index: int, samples: int, calls: int) -> tuple[float, int]:
+        _, eflops, tokens = _sized(replace(prompts[index].base, round_calls=calls), samples)
         return eflops, tokens
 
     require_minimum([prompt.base for prompt in prompts], limits, fairness)
@@ -665,10 +771,20 @@ async def allocate(
         if expired():
             break
 
-        def worst_of(index: int, samples: int, order: list[int] = unprobed) -> tuple[float, int]:
-            return worst(order[index], samples)
+        # the wave's calls share the weight reads: priced again at the wave's size until it is the one priced
+        calls = len(unprobed)
+        while True:
 
-        sizes = probe_sizes(len(unprobed), worst_of, left(), rules, waves, share_cap(limits, fairness))
+            def worst_of(
+                index: int, samples: int, order: list[int] = unprobed, calls: int = calls
+            ) -> tuple[float, int]:
+                return worst(order[index], samples, calls)
+
+            sizes = probe_sizes(len(unprobed), worst_of, left(), rules, waves, share_cap(limits, fairness))
+            made = sum(size > 0 for size in sizes)
+            if made >= calls or made == 0:
+                break
+            calls = made
         wave = [(prompts[i].key, size) for i, size in zip(unprobed, sizes, strict=True) if size > 0]
         if not wave:
             break
@@ -689,6 +805,7 @@ async def allocate(
         )
     if progress is not None:
         progress("probe", 0, list(ledgers.values()))
+    curves = vote_curves(prompts, pools, profile, rules)
     ended = f"reached allocation.max_rounds ({rules.max_rounds}) before its next sample"
     for round_index in range(1, rules.max_rounds + 1):
         if expired():
@@ -704,7 +821,9 @@ async def allocate(
                 if agreed(ledger, pools[prompt.key], vote_of(prompt.base, rules), rules.consensus):
                     continue
                 views.append((ledger, situation_of(prompt, pools[prompt.key], profile)[0]))
-        steps = plan_round(views, left(), limits, rules, fairness, others if run_whole else None)
+        # the round's calls start together: each is priced with its share of the weight reads
+        views = [(ledger, replace(situation, round_calls=len(views))) for ledger, situation in views]
+        steps = plan_round(views, left(), limits, rules, fairness, others if run_whole else None, curves)
         if not steps:
             ended = "the batch budget left could not pay for its next sample"
             break
@@ -723,5 +842,8 @@ async def allocate(
             ledger.predicted_accuracy = next(
                 (p.accuracy for p in ladder if p.samples == len(pools[prompt.key])), ledger.predicted_accuracy
             )
+            measured = curves[prompt.key](len(pools[prompt.key])) if prompt.key in curves else None
+            if measured is not None:
+                ledger.predicted_accuracy = measured
     close_unfunded(list(ledgers.values()), ended)
     return list(ledgers.values()), pools

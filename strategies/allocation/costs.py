@@ -41,18 +41,34 @@ class CallShape:
     cached_tokens: int = 0
 
 
-def call_eflops(shape: ModelShape, hardware: Hardware, call: CallShape, weights: bool = True) -> float:
+def lockstep(calls: int, samples: int, in_flight: int | None) -> int:
+    """How many of a round's `calls` of `samples` each the engine runs together when at most `in_flight`
+    samples may be in flight (None: no limit): they share every decode step's weight reads, as the samples
+    of one call do, so each call is charged that share of them (its `weight_share`)."""
+    together = calls if in_flight is None else in_flight // max(samples, 1)
+    return max(1, min(calls, together))
+
+
+def call_eflops(
+    shape: ModelShape, hardware: Hardware, call: CallShape, weights: bool = True, weight_share: int = 1
+) -> float:
+    """Expected eFLOPs of one call (`weight_share`: calls the engine runs in lockstep with it, each paying
+    that share of every decode step's weight reads; see service.runtime.cost.decode_eflops)."""
     if call.samples <= 0:
         return 0.0
     return prefill_eflops(shape, hardware, call.prompt_tokens - call.cached_tokens) + decode_eflops(
-        shape, hardware, call.prompt_tokens, call.expected_tokens, call.samples, weights
+        shape, hardware, call.prompt_tokens, call.expected_tokens, call.samples, weights, weight_share
     )
 
 
-def call_worst_eflops(shape: ModelShape, hardware: Hardware, call: CallShape, weights: bool = True) -> float:
+def call_worst_eflops(
+    shape: ModelShape, hardware: Hardware, call: CallShape, weights: bool = True, weight_share: int = 1
+) -> float:
     if call.samples <= 0:
         return 0.0
-    return worst_case_eflops(shape, hardware, call.prompt_tokens, call.samples, call.max_tokens, weights)
+    return worst_case_eflops(
+        shape, hardware, call.prompt_tokens, call.samples, call.max_tokens, weights, weight_share
+    )
 
 
 @dataclass

@@ -15,7 +15,14 @@ from typing import Any
 from service.runtime.cost import Hardware, ModelShape
 from service.store.allocation import VerifierCalibration
 from strategies.allocation import formulas
-from strategies.allocation.costs import CallShape, SecondsModel, call_eflops, call_worst_eflops, log_bins
+from strategies.allocation.costs import (
+    CallShape,
+    SecondsModel,
+    call_eflops,
+    call_worst_eflops,
+    lockstep,
+    log_bins,
+)
 from strategies.allocation.profiles import Profile
 
 Mixture = list[tuple[float, float]]
@@ -55,6 +62,14 @@ class Situation:
     budget_scale: float  # eFLOPs the cost_weight refers to (the request's whole budget)
     max_samples: int
     profiles: dict[str, Profile] = field(default_factory=dict)
+    # a batch's round: calls of that many prompts start together, at most `in_flight` samples run at once
+    # (None: no limit), and the calls the engine runs together share the weight reads; 1 for one request
+    round_calls: int = 1
+    in_flight: int | None = None
+
+    def weight_share(self, samples: int) -> int:
+        """The share of the weight reads one call of `samples` of this prompt pays (see costs.lockstep)."""
+        return lockstep(self.round_calls, samples, self.in_flight)
 
     @property
     def p_mean(self) -> float:
@@ -62,7 +77,7 @@ class Situation:
 
     def sample_eflops(self) -> float:
         call = CallShape(self.prompt_tokens, 1, self.expected_tokens, self.max_tokens)
-        return call_eflops(self.shape, self.hardware, call, self.count_weight_loading)
+        return call_eflops(self.shape, self.hardware, call, self.count_weight_loading, self.weight_share(1))
 
 
 @dataclass
@@ -111,13 +126,18 @@ def _costed(
 ) -> tuple[float, float, int, float]:
     """(expected eFLOPs, worst eFLOPs, worst tokens, predicted seconds) of sampling calls plus verifier calls."""
     s = situation
-    eflops = sum(call_eflops(s.shape, s.hardware, c, s.count_weight_loading) for c in calls)
-    worst = sum(call_worst_eflops(s.shape, s.hardware, c, s.count_weight_loading) for c in calls)
+    eflops = sum(
+        call_eflops(s.shape, s.hardware, c, s.count_weight_loading, s.weight_share(c.samples)) for c in calls
+    )
+    worst = sum(
+        call_worst_eflops(s.shape, s.hardware, c, s.count_weight_loading, s.weight_share(c.samples))
+        for c in calls
+    )
     tokens = sum(c.samples * c.max_tokens for c in calls)
     seconds = sum(s.seconds_model.predict(c) for c in calls)
     if verifier_calls and s.verifier_call is not None:
         v = s.verifier_call
-        one = call_eflops(s.shape, s.hardware, v, s.count_weight_loading)
+        one = call_eflops(s.shape, s.hardware, v, s.count_weight_loading)  # each verifier call on its own
         eflops += verifier_calls * one
         worst += verifier_calls * call_worst_eflops(s.shape, s.hardware, v, s.count_weight_loading)
         tokens += verifier_calls * v.max_tokens

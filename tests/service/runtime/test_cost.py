@@ -67,3 +67,16 @@ def test_calls_run_together_share_the_weight_reads() -> None:
     assert generation_eflops(shape, B200_LIKE, 100, 0, [50], True, 4) == pytest.approx(
         shared + 2 * shape.parameters * 100
     )
+
+
+@pytest.mark.parametrize("share", [1, 3, 16])
+def test_a_shared_call_is_charged_within_its_shared_worst_case(share: int) -> None:
+    """The tracker reserves a call's worst case with the weight share it will be charged with (a batch's
+    round), so the charge never exceeds the reservation, and sharing lowers both."""
+    shape = ModelShape(134_515_008, 30, 9, 3, 64)
+    worst = worst_case_eflops(shape, B200_LIKE, 40, 4, 24, True, share)
+    charged = generation_eflops(shape, B200_LIKE, 40, 0, [24, 24, 3, 10], True, share)
+    assert charged <= worst
+    assert worst <= worst_case_eflops(shape, B200_LIKE, 40, 4, 24, True, 1)
+    if share > 1:
+        assert worst < worst_case_eflops(shape, B200_LIKE, 40, 4, 24, True, 1)

@@ -13,6 +13,7 @@ from service.runtime.cost import HARDWARE_PRESETS, ModelShape, generation_eflops
 from service.runtime.errors import BudgetExhausted
 from service.store.allocation import VerifierCalibration
 from strategies.allocation.batch import (
+    CONFIDENCE_TABLE,
     Cost,
     Drawn,
     Fairness,
@@ -23,11 +24,12 @@ from strategies.allocation.batch import (
     Step,
     allocate,
     unsampled,
+    vote_curves,
     vote_of,
 )
-from strategies.allocation.costs import SecondsModel
+from strategies.allocation.costs import SecondsModel, lockstep
 from strategies.allocation.plans import Situation
-from strategies.allocation.profiles import Profile, ProfilePlan
+from strategies.allocation.profiles import Profile, ProfileBin, ProfilePlan
 from strategies.base import Candidate
 
 SHAPE = ModelShape(134_515_008, 30, 9, 3, 64)
@@ -37,16 +39,21 @@ PROMPT_TOKENS, MAX_TOKENS = 40, 24
 PROFILE = None
 
 
-def base() -> Situation:
-    return unsampled(Cost(SHAPE, HARDWARE, True, SecondsModel()), PROMPT_TOKENS, MAX_TOKENS, 64)
+IN_FLIGHT = 64
+
+
+def base(weights: bool = True) -> Situation:
+    cost = Cost(SHAPE, HARDWARE, weights, SecondsModel(), IN_FLIGHT)
+    return unsampled(cost, PROMPT_TOKENS, MAX_TOKENS, 64)
 
 
 class Simulation:
     """Prompts with a true per-sample success rate; wrong samples scatter over a few answers. Plays the
     budget tracker too: spend is charged at the actual lengths, `left` is the cap minus the spend."""
 
-    def __init__(self, rates: dict[str, float], cap: Remaining, seed: int = 0) -> None:
+    def __init__(self, rates: dict[str, float], cap: Remaining, seed: int = 0, weights: bool = True) -> None:
         self.rates = rates
+        self.weights = weights
         self.cap = cap
         self.rng = random.Random(seed)
         self.eflops = 0.0
@@ -60,9 +67,16 @@ class Simulation:
         )
 
     async def draw(self, steps: list[tuple[str, int]]) -> dict[str, Drawn]:
-        # what the tracker would reserve for these calls at once must fit what is left
+        # what the tracker would reserve for these calls at once must fit what is left; as in
+        # strategies/batch.py, the calls the engine runs together share the weight reads
+        def share(n: int) -> int:
+            return lockstep(len(steps), n, IN_FLIGHT)
+
         left = self.left()
-        worst = sum(worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, n, MAX_TOKENS, True) for _, n in steps)
+        worst = sum(
+            worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, n, MAX_TOKENS, self.weights, share(n))
+            for _, n in steps
+        )
         assert left.fits(worst, sum(n * MAX_TOKENS for _, n in steps))
         out = {}
         for key, n in steps:
@@ -72,7 +86,7 @@ class Simulation:
                 answer = "right" if right else f"w{self.rng.randrange(20)}"
                 candidates.append(Candidate(answer, answer, self.rng.randint(4, MAX_TOKENS)))
             lengths = [c.tokens for c in candidates]
-            eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, True)
+            eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, lengths, self.weights, share(n))
             self.eflops += eflops
             self.tokens += sum(lengths)
             out[key] = Drawn(candidates, eflops, sum(lengths))
@@ -85,9 +99,10 @@ def run(
     rules: Rules | None = None,
     fairness: Fairness | None = None,
     seed: int = 0,
+    weights: bool = True,
 ) -> tuple[dict[str, Ledger], Simulation]:
-    simulation = Simulation(rates, cap, seed)
-    prompts = [Prompt(key, base()) for key in rates]
+    simulation = Simulation(rates, cap, seed, weights)
+    prompts = [Prompt(key, base(weights)) for key in rates]
     ledgers, pools = asyncio.run(
         allocate(
             prompts, simulation.draw, simulation.left, cap, rules or Rules(), fairness or Fairness(), PROFILE
@@ -164,12 +179,13 @@ def test_every_prompt_gets_the_minimum_even_when_the_budget_is_tight() -> None:
 
 
 def test_a_budget_below_the_minimum_is_refused_unless_abstention_is_allowed() -> None:
+    # priced by compute alone: with the weight reads, what a wave of calls shares dwarfs what each adds
     rates = mixed(5)
-    one = worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 1, MAX_TOKENS, True)
+    one = worst_case_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 1, MAX_TOKENS, False)
     cap = Remaining(None, one * len(rates) * 0.3)
     with pytest.raises(BudgetExhausted):
-        run(rates, cap)
-    ledgers, simulation = run(rates, cap, fairness=Fairness(allow_abstain=True))
+        run(rates, cap, weights=False)
+    ledgers, simulation = run(rates, cap, fairness=Fairness(allow_abstain=True), weights=False)
     funded = [ledger for ledger in ledgers.values() if ledger.samples > 0]
     unfunded = [ledger for ledger in ledgers.values() if ledger.status == "unfunded"]
     assert funded and unfunded and len(funded) + len(unfunded) == len(rates)
@@ -271,3 +287,57 @@ def test_a_whole_run_is_not_taken_when_samples_pay_better_or_it_is_not_allowed()
         rates, cap, accuracy=0.95, rules=Rules(strategies=frozenset({"deepconf"}))
     )
     assert ran and all(ledger.samples >= 4 for ledger in ledgers.values())  # the probe, then only whole runs
+
+
+def test_a_rounds_calls_share_the_weight_reads_up_to_what_is_in_flight() -> None:
+    assert lockstep(200, 4, 64) == 16  # 16 calls of 4 samples fill the 64 in flight
+    assert lockstep(5, 4, 64) == 5  # a small round: only its own calls
+    assert lockstep(200, 100, 64) == 1  # a call larger than what is in flight runs alone
+    assert lockstep(7, 4, None) == 7
+
+
+def confidence_profile(table: dict[int, dict[int, float]]) -> Profile:
+    bins = tuple(
+        ProfileBin(m, 0.25, ((1.0, 0.5),), (0.5, 0.2), {CONFIDENCE_TABLE: row}) for m, row in table.items()
+    )
+    return Profile("best_of_n", 4, "test", bins, ())
+
+
+def test_the_confidence_vote_is_priced_by_its_measured_curve_for_the_probes_agreement() -> None:
+    """A prompt whose probe agrees (4/4) gains nothing from more samples on its measured curve and stops at
+    its probe; one whose probe is split (1/4) gains most and gets the budget."""
+    profile = confidence_profile(
+        {1: {4: 0.15, 8: 0.21, 16: 0.26}, 4: {4: 0.87, 8: 0.87, 16: 0.87}},
+    )
+    answers = {"agreed": ["7", "7", "7", "7"], "split": ["1", "2", "3", "4"]}
+    prompts = [Prompt(key, base()) for key in answers]
+    drawn: dict[str, int] = dict.fromkeys(answers, 0)
+    spent = 0.0
+
+    async def draw(steps: list[tuple[str, int]]) -> dict[str, Drawn]:
+        nonlocal spent
+        out = {}
+        for key, n in steps:
+            pool = answers[key] * 8
+            candidates = [Candidate(a, a, 12, score=1.0) for a in pool[drawn[key] : drawn[key] + n]]
+            drawn[key] += n
+            eflops = generation_eflops(SHAPE, HARDWARE, PROMPT_TOKENS, 0, [12] * n, True, len(steps))
+            spent += eflops
+            out[key] = Drawn(candidates, eflops, 12 * n)
+        return out
+
+    cap = Remaining(None, per_sample() * 40)
+    rules = Rules(min_gain=0.001)
+    curves = vote_curves(
+        prompts, {key: [Candidate(a, a, 12) for a in v] for key, v in answers.items()}, profile, rules
+    )
+    assert curves["split"](8) == pytest.approx(0.21) and curves["agreed"](16) == pytest.approx(0.87)
+    ledgers, _ = asyncio.run(
+        allocate(
+            prompts, draw, lambda: Remaining(None, (cap.eflops or 0) - spent), cap, rules, Fairness(), profile
+        )
+    )
+    by_key = {ledger.key: ledger for ledger in ledgers}
+    assert by_key["agreed"].samples == 4 and by_key["agreed"].status == "settled"
+    assert by_key["split"].samples > 4
+    assert spent <= (cap.eflops or 0)
