@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,16 @@ SESSION_REWARD_MODELS = {
     "prm": {"url": f"http://127.0.0.1:{REWARD_MODEL_PORTS['prm']}", "model": "prm", "mode": "prm"},
     "garbage": {"url": f"http://127.0.0.1:{REWARD_MODEL_PORTS['garbage']}", "model": "x", "mode": "prm"},
 }
+
+
+def greedy_word(text: str) -> str:
+    """A whole word (four letters or more, after a space) of a greedy answer, to ban with bad_words. Which
+    answer the model gives depends on the CPU: vLLM runs it in bf16 where the CPU has native bf16 and in
+    float32 elsewhere, and SmolLM2's greedy answer to "What is the capital of France?" is "Paris" in one and
+    "L'Étoile, la Marseillaise, ..." in the other."""
+    words = re.findall(r"(?<= )[A-Za-z]{4,}", text)
+    assert words, f"no word to ban in {text!r}"
+    return words[0]
 
 
 def start_service(

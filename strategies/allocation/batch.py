@@ -167,10 +167,10 @@ class Remaining:
         )
 
 
-WorstCost = Callable[[int, int], tuple[float, int]]
+WorstCost = Callable[[int, int], tuple[float, int]]  # (prompt index, samples) -> (worst eFLOPs, worst tokens)
 # a prompt's measured accuracy by its total sample count (None outside the measured range)
 Curve = Callable[[int], float | None]
-CONFIDENCE_TABLE = "confidence"  # the best-of-N profile's accuracy table of the confidence vote  # (prompt index, samples) -> (worst eFLOPs, worst tokens)
+CONFIDENCE_TABLE = "confidence"  # the best-of-N profile's accuracy table of the confidence vote
 
 
 def probe_sizes(

@@ -34,6 +34,7 @@ LONG = {
     "answer": {"type": "text"},
     "background": True,
 }
+BATCH_TOKENS = 1200
 # A few seconds even on a slow CPU engine: finishes inside the grace period.
 SHORT = {**LONG, "params": {"n": 1}, "sampling": {"max_tokens": 24, "temperature": 1.0}}
 
@@ -67,12 +68,12 @@ class Replicas:
         self.tmp, self.vllm, self.redis_url = tmp, vllm, redis_url
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> tuple[str, subprocess.Popen[bytes]]:
+    def start(self, grace: float = GRACE) -> tuple[str, subprocess.Popen[bytes]]:
         model_dir = str(ensure_default_model(Settings().model_cache_dir))
         env = {
             "TTC_REDIS_URL": self.redis_url,
             "TTC_JOB_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
-            "TTC_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+            "TTC_SHUTDOWN_GRACE_SECONDS": str(grace),
             "TTC_JOB_CONCURRENCY": "2",
         }
         url, process = start_service(
@@ -159,13 +160,14 @@ def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
         {
             "id": f"story-{i}",
             "prompt": LONG["prompt"],
-            "sampling": LONG["sampling"],
+            "sampling": {"max_tokens": 150, "temperature": 1.0},
             "answer": {"type": "text"},
         }
         for i in range(4)
     ]
-    # Small enough to finish on a CPU engine that other engines share (the budget, not the problems, ends it).
-    body = {"problems": problems, "budget": {"tokens": 2400}}
+    # Small enough to finish soon on a CPU engine (the budget, not the problems, ends it), large enough to be
+    # still running a second after it starts.
+    body = {"problems": problems, "budget": {"tokens": BATCH_TOKENS}}
     job = httpx.post(f"{first_url}/v1/solve/batch", json=body, timeout=60).json()
     assert job["kind"] == "solve.batch"
     running = wait_job(own_redis, job["id"], ("running",))
@@ -180,7 +182,7 @@ def test_a_killed_replicas_batch_is_taken_over_and_stays_within_its_budget(
     assert finished["usage"]["attempts"] == 2
     result = finished["result"]
     assert [p["id"] for p in result["problems"]] == [p["id"] for p in problems]
-    assert 0 < result["usage"]["completion_tokens"] <= 2400
+    assert 0 < result["usage"]["completion_tokens"] <= BATCH_TOKENS
 
 
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
@@ -200,9 +202,9 @@ def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
 def test_sigterm_hands_a_long_job_back_and_another_replica_finishes_it(
     replicas: Replicas, own_redis: RedisServer
 ) -> None:
-    url, process = replicas.start()
-    long = {**LONG, "params": {"n": 16}, "sampling": {"max_tokens": 400, "temperature": 1.0}}
-    job = httpx.post(f"{url}/v1/solve", json=long, timeout=60).json()
+    # a short grace period, so a job of ~10 s outlasts it and the next replica finishes it soon
+    url, process = replicas.start(grace=2.0)
+    job = httpx.post(f"{url}/v1/solve", json=LONG, timeout=60).json()
     wait_job(own_redis, job["id"], ("running",))
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=GRACE + 30)
