@@ -257,16 +257,15 @@ def fit_confidence_table(
 
 
 def with_confidence_table(profile: Profile, table: dict[int, dict[int, float]]) -> Profile:
-    """The best-of-N profile with this confidence-vote table in its probe bins."""
-    bins = tuple(
-        replace(item, accuracy={**item.accuracy, CONFIDENCE_TABLE: table[item.signature]})
-        if item.signature in table
-        else item
-        for item in profile.bins
-    )
-    return replace(
-        profile, bins=bins, source=f"{profile.source} + a confidence table of this run's fit split"
-    )
+    """The best-of-N profile with this confidence-vote table in its probe bins (an empty table: none, so
+    the allocator prices the confidence vote by the plurality closed form)."""
+    bins = []
+    for item in profile.bins:
+        accuracy = {key: row for key, row in item.accuracy.items() if key != CONFIDENCE_TABLE}
+        if item.signature in table:
+            accuracy[CONFIDENCE_TABLE] = table[item.signature]
+        bins.append(replace(item, accuracy=accuracy))
+    return replace(profile, bins=tuple(bins), source=f"{profile.source} + this run's confidence table")
 
 
 def write_confidence_table(path: Path, table: dict[int, dict[int, float]], fitted_on: str) -> None:
@@ -559,8 +558,9 @@ def main(argv: list[str] | None = None) -> None:
         table = fit_confidence_table(
             fit_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent
         )
-        plain = load_profiles(PROFILES)["best_of_n"]
-        profile = with_confidence_table(plain, table)
+        stored = load_profiles(PROFILES)["best_of_n"]
+        profile = with_confidence_table(stored, table)
+        plain = with_confidence_table(stored, {})
         print("confidence vote accuracy by probe agreement (fit split):", flush=True)
         for agreement, row in table.items():
             print(f"  {agreement}/{defaults.probe_samples} agree: {row}", flush=True)
