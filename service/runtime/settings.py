@@ -128,8 +128,9 @@ class Settings(BaseSettings):
     count_weight_loading: bool = Field(
         True,
         description=(
-            "Add the weight reads of every decode step (shared by the request's own samples) to eFLOPs, "
-            "as a small-batch server pays them; false drops them as Kinetics does."
+            "Add the weight reads of every decode step (shared by the request's own samples, and by the calls "
+            "a batch job's round runs together) to eFLOPs, as a small-batch server pays them; false drops them "
+            "as Kinetics does."
         ),
     )
     default_budget_tokens: int = Field(

@@ -62,12 +62,14 @@ def test_eflops_cap_is_never_exceeded(client: httpx.Client, memory: str) -> None
     also when similar past prompts would otherwise let auto skip the probe."""
     greedy = {"max_tokens": 24, "temperature": 0.0}
     # A prompt the engine has not seen: a prefix-cache hit would make this sample, and so the cap, cheaper than
-    # the uncached worst case auto plans with.
-    question = f"{QUESTION} (case {uuid.uuid4().hex[:8]})"
-    one = solve(client, prompt=question, strategy="best_of_n", params={"n": 1}, sampling=greedy)
-    assert (
-        one["usage"]["completion_tokens"] <= 8
-    )  # a short answer, so the cap is far below 24 tokens' worst case
+    # the uncached worst case auto plans with. Its greedy answer must be short, so the cap is far below 24
+    # tokens' worst case; which case tags give one depends on the CPU's dtype (in bf16 some run to 24 tokens).
+    for _ in range(8):
+        question = f"{QUESTION} (case {uuid.uuid4().hex[:8]})"
+        one = solve(client, prompt=question, strategy="best_of_n", params={"n": 1}, sampling=greedy)
+        if one["usage"]["completion_tokens"] <= 8:
+            break
+    assert one["usage"]["completion_tokens"] <= 8, "no case tag of eight gave a short greedy answer"
     cap = one["usage"]["eflops"] * 2  # about 16 tokens: above the shortest probe, below 24 tokens
     params = {"memory": f"test-{uuid.uuid4().hex[:8]}"}
     if memory == "warm":
