@@ -7,7 +7,8 @@ RequestContext (outermost)
     context variable that log records (`RequestIdFilter`) and error bodies (`errors.error_body`) read.
   - counts every request by method, route template (`/v1/corpora/{name}`, never the raw path) and status.
   - an exception no handler turned into a response is logged with its traceback and answered with a
-    generic 500 that names the request id, never the exception.
+    generic 500 that names the request id, never the exception; a request the server cancels (uvicorn, at
+    the end of its shutdown grace period) is a 503 `server_shutting_down`.
 BodyLimit
   - a body over `max_bytes` is a 413 before anything parses it: the declared Content-Length is checked at
     once, and the bytes of the stream are counted (chunked bodies declare no length).
@@ -15,6 +16,7 @@ BodyLimit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -106,6 +108,19 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: uvicorn, for what still runs when its shutdown grace
+            # period ends (a client that goes away raises ClientDisconnected instead). Answer 503, which a
+            # client or a load balancer retries on another replica, rather than uvicorn's bare 500.
+            if started:
+                raise
+            logger.warning(
+                "cancelled by the server's shutdown: %s %s", scope.get("method"), scope.get("path")
+            )
+            status = 503
+            reason = "The server is shutting down and stopped this request; retry it."
+            for part in _json_error(503, reason, "server_shutting_down", request_id):
+                await send(part)
         except Exception:
             logger.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
             if started:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,17 @@ def test_redis_restart_keeps_corpora_calibrations_and_finished_jobs(
     again = http.post("/v1/solve", json=SHORT).json()
     assert wait_job(own_redis, again["id"], ("succeeded", "failed"))["status"] == "succeeded"
     http.close()
+
+
+def test_a_request_still_running_when_the_grace_period_ends_gets_a_503(replicas: Replicas) -> None:
+    """Uvicorn cancels what still runs when its shutdown grace period ends; the client then gets a 503 with an
+    error object (retry it elsewhere), not a bare 500."""
+    url, process = replicas.start(grace=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{url}/v1/solve", json={**LONG, "background": False}, timeout=60)
+        time.sleep(2.0)  # the request is in the engine (it runs for ~10 s)
+        process.send_signal(signal.SIGTERM)
+        response = pending.result()
+    process.wait(timeout=60)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "server_shutting_down"
