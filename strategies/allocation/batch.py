@@ -160,6 +160,10 @@ class Remaining:
         if self.eflops is not None:
             self.eflops -= eflops
 
+    def pays(self, step: Step) -> bool:
+        """Whether the step's worst case fits."""
+        return self.fits(step.worst_eflops, step.worst_tokens)
+
     def share(self, fraction: float) -> Remaining:
         return Remaining(
             None if self.tokens is None else int(self.tokens * fraction),
@@ -433,6 +437,17 @@ def plan_round(
     allowed = rules.strategies
     samples_ok = allowed is None or SAMPLES in allowed
     runs = {name: profile for name, profile in (others or {}).items() if allowed is None or name in allowed}
+    cap = share_cap(limits, fairness)
+
+    def share_left(ledger: Ledger) -> Remaining | None:
+        """What is left of this prompt's maximum share (None: no maximum)."""
+        if cap is None:
+            return None
+        return Remaining(
+            None if cap.tokens is None else cap.tokens - ledger.tokens,
+            None if cap.eflops is None else cap.eflops - ledger.eflops,
+        )
+
     candidates: list[tuple[Step, Situation, Ledger]] = []
     for ledger, situation in prompts:
         if ledger.status != "active":
@@ -463,17 +478,9 @@ def plan_round(
                 f"{rules.min_gain} per sample)",
             )
             continue
-        cap = share_cap(limits, fairness)
-        if cap is not None:
-            share = Remaining(
-                None if cap.tokens is None else cap.tokens - ledger.tokens,
-                None if cap.eflops is None else cap.eflops - ledger.eflops,
-            )
-
-            def within_share(candidate: Step, share: Remaining = share) -> bool:
-                return share.fits(candidate.worst_eflops, candidate.worst_tokens)
-
-            if step.whole and not within_share(step):  # a whole run cannot shrink: more samples instead
+        share = share_left(ledger)
+        if share is not None:
+            if step.whole and not share.pays(step):  # a whole run cannot shrink: more samples instead
                 fallback = next_step(ledger.key, situation, rules.min_gain, None, samples_ok, curve)
                 if fallback is None or fallback.gain / fallback.samples < rules.min_gain:
                     ledger.stop(
@@ -481,8 +488,8 @@ def plan_round(
                     )
                     continue
                 step = fallback
-            if not within_share(step):
-                smaller = _largest_fitting(step, situation, within_share)
+            if not share.pays(step):
+                smaller = _largest_fitting(step, situation, share.pays)
                 if smaller is None:
                     ledger.stop(
                         "capped", f"reached its maximum share ({fairness.max_share}) of the batch budget"
@@ -493,16 +500,6 @@ def plan_round(
     candidates.sort(key=lambda item: (-item[0].value, item[0].key))
     # The calls a round makes share the weight reads, so each is priced as one of the round's calls; when
     # fewer are chosen than were priced, every call's share is smaller: price again at the smaller round.
-    cap = share_cap(limits, fairness)
-
-    def share_left(ledger: Ledger) -> Remaining | None:
-        if cap is None:
-            return None
-        return Remaining(
-            None if cap.tokens is None else cap.tokens - ledger.tokens,
-            None if cap.eflops is None else cap.eflops - ledger.eflops,
-        )
-
     calls = sum(not step.whole for step, _, _ in candidates)
     while True:
         chosen = _choose(_at_round(candidates, calls), left, rules, share_left)
@@ -540,25 +537,17 @@ def _choose(
     chosen: list[Step] = []
     for step, situation, ledger in candidates:
         limit = share_left(ledger)
-        if limit is not None and not step.whole and not limit.fits(step.worst_eflops, step.worst_tokens):
-
-            def fits_share(candidate: Step, limit: Remaining = limit) -> bool:
-                return limit.fits(candidate.worst_eflops, candidate.worst_tokens)
-
-            within = _largest_fitting(step, situation, fits_share)
+        if limit is not None and not step.whole and not limit.pays(step):
+            within = _largest_fitting(step, situation, limit.pays)
             if within is None:
                 continue
             step = within
-        if not room.fits(step.worst_eflops, step.worst_tokens):
-
-            def fits_room(candidate: Step) -> bool:
-                return room.fits(candidate.worst_eflops, candidate.worst_tokens)
-
-            smaller = _largest_fitting(step, situation, fits_room)
+        if not room.pays(step):
+            smaller = _largest_fitting(step, situation, room.pays)
             if smaller is None:
                 continue
             step = smaller
-        if chosen and not allowance.fits(step.worst_eflops, step.worst_tokens):
+        if chosen and not allowance.pays(step):
             continue
         chosen.append(step)
         room.take(step.worst_eflops, step.worst_tokens)
