@@ -18,7 +18,9 @@ multiplication, GSM8K), a fit split (another seed, GSM8K train) and a report spl
      equal to uniform best-of-N's total at N in --budgets; at most --pool samples per problem. Whole runs of
      other strategies cannot be replayed from sample pools: the replayed allocator has samples only, the live
      job (step 5) has its whole plan space;
-3. on the fit split, replays a small grid of the allocator's knobs (probe size, vote) and names the best; the
+3. on the fit split, fits the confidence vote's accuracy tables the allocator prices that vote with (by the
+   probe's agreement, and by it within each quartile of the probe's most confident sample; --write-profile
+   stores them), and replays a small grid of the allocator's knobs (probe size, vote) and names the best; the
    service's defaults are what the report split is measured with (a default the fit measured worse than an
    alternative is flagged);
 4. on the report split, compares at each budget: batch vs uniform majority best-of-N (the issue's baseline),
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import dataclasses
 import json
 import random
@@ -81,6 +84,7 @@ FAMILIES = ("add1", "mul", "add2", "add3", "gsm8k")
 WINDOW = DeepConfParams().window
 # samples a batch has in flight: the service's admission queue, all of it the benchmark's (its env below)
 IN_FLIGHT = Settings().admission_max_sequences
+MIN_CELL = 40  # observations (problem x order) a confidence-table cell needs to be kept
 
 
 def mixed_problems(total: int, gsm8k_share: float, seed: int, split: str) -> list[Problem]:
@@ -234,47 +238,83 @@ class PoolEngine:
         return out
 
 
-def fit_confidence_table(
-    scored: list[Scored], probe: int, orders: int, seed: int, keep_percent: float
-) -> dict[int, dict[int, float]]:
+@dataclass
+class ConfidenceTables:
+    """The confidence vote's measured accuracy by probe outcome: `bins`, thresholds on the probe's most
+    confident sample, and `tables`, by table name (`confidence`: by agreement alone; `confidence@<level>`:
+    agreement within that level) then agreement then total samples."""
+
+    bins: list[float]
+    tables: dict[str, dict[int, dict[int, float]]]
+
+
+def fit_confidence_tables(
+    scored: list[Scored], probe: int, orders: int, seed: int, keep_percent: float, levels: int = 4
+) -> ConfidenceTables:
     """The confidence vote's accuracy by total samples (the probe's size up to the pool's) for each probe
-    outcome (how many of the probe's samples agree), over random orders of the pools: the table the allocator
-    prices the confidence vote with (strategies.allocation.batch.vote_curves)."""
+    outcome, over random orders of the pools: by agreement (how many of the probe's samples agree), and by
+    agreement within each of `levels` equal-count levels of the probe's most confident sample. A cell seen
+    fewer than MIN_CELL times is left out (the allocator then prices it by agreement alone). These are the
+    tables the allocator prices the confidence vote with (strategies.allocation.batch.vote_curves)."""
     rng = random.Random(seed)
     size = min(len(item.right) for item in scored)
     sizes = sorted({probe, *[n for n in (6, 8, 12, 16, 24, 32, 48, 64) if probe < n <= size], size})
-    hits: dict[int, dict[int, float]] = {}
-    seen: dict[int, int] = {}
-    for item in scored:
-        for _ in range(orders):
-            order = rng.sample(range(len(item.right)), size)
-            agreement = signature(item.candidates(order[:probe]))
-            seen[agreement] = seen.get(agreement, 0) + 1
-            row = hits.setdefault(agreement, dict.fromkeys(sizes, 0.0))
+    draws = [(item, rng.sample(range(len(item.right)), size)) for item in scored for _ in range(orders)]
+    tops = [max(item.confidence[i] for i in order[:probe]) for item, order in draws]
+    bins = [round(q, 4) for q in statistics.quantiles(tops, n=levels)] if levels > 1 else []
+    hits: dict[str, dict[int, dict[int, float]]] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for (item, order), top in zip(draws, tops, strict=True):
+        agreement = signature(item.candidates(order[:probe]))
+        right = {n: item.answer(order[:n], "confidence", keep_percent) for n in sizes}
+        for name in (CONFIDENCE_TABLE, f"{CONFIDENCE_TABLE}@{bisect.bisect_right(bins, top)}"):
+            seen[name, agreement] = seen.get((name, agreement), 0) + 1
+            row = hits.setdefault(name, {}).setdefault(agreement, dict.fromkeys(sizes, 0.0))
             for n in sizes:
-                row[n] += item.answer(order[:n], "confidence", keep_percent)
-    return {m: {n: row[n] / seen[m] for n in sizes} for m, row in sorted(hits.items())}
+                row[n] += right[n]
+    tables = {
+        name: {
+            m: {n: row[n] / seen[name, m] for n in sizes}
+            for m, row in sorted(rows.items())
+            if name == CONFIDENCE_TABLE or seen[name, m] >= MIN_CELL
+        }
+        for name, rows in sorted(hits.items())
+    }
+    return ConfidenceTables(bins, tables)
 
 
-def with_confidence_table(profile: Profile, table: dict[int, dict[int, float]]) -> Profile:
-    """The best-of-N profile with this confidence-vote table in its probe bins (an empty table: none, so
-    the allocator prices the confidence vote by the plurality closed form)."""
+def with_confidence_tables(profile: Profile, fitted: ConfidenceTables | None) -> Profile:
+    """The best-of-N profile with these confidence-vote tables in its probe bins (None: none at all, so the
+    allocator prices the confidence vote by the plurality closed form)."""
+    tables = fitted.tables if fitted else {}
     bins = []
     for item in profile.bins:
-        accuracy = {key: row for key, row in item.accuracy.items() if key != CONFIDENCE_TABLE}
-        if item.signature in table:
-            accuracy[CONFIDENCE_TABLE] = table[item.signature]
+        accuracy = {k: row for k, row in item.accuracy.items() if not k.startswith(CONFIDENCE_TABLE)}
+        for name, table in tables.items():
+            if item.signature in table:
+                accuracy[name] = table[item.signature]
         bins.append(replace(item, accuracy=accuracy))
-    return replace(profile, bins=tuple(bins), source=f"{profile.source} + this run's confidence table")
+    return replace(
+        profile,
+        bins=tuple(bins),
+        confidence_bins=tuple(fitted.bins) if fitted else (),
+        source=f"{profile.source} + this run's confidence tables",
+    )
 
 
-def write_confidence_table(path: Path, table: dict[int, dict[int, float]], fitted_on: str) -> None:
-    """Merge the table into the best-of-N profile file the service reads (its other tables stay)."""
+def write_confidence_tables(path: Path, fitted: ConfidenceTables, fitted_on: str) -> None:
+    """Merge the tables into the best-of-N profile file the service reads (its other tables stay)."""
     data = json.loads(path.read_text())
     for item in data["bins"]:
-        row = table.get(int(item["signature"]))
-        if row is not None:
-            item.setdefault("accuracy", {})[CONFIDENCE_TABLE] = {str(n): round(v, 4) for n, v in row.items()}
+        accuracy = {
+            k: row for k, row in item.get("accuracy", {}).items() if not k.startswith(CONFIDENCE_TABLE)
+        }
+        for name, table in fitted.tables.items():
+            row = table.get(int(item["signature"]))
+            if row is not None:
+                accuracy[name] = {str(n): round(v, 4) for n, v in row.items()}
+        item["accuracy"] = accuracy
+    data["confidence_bins"] = fitted.bins
     data["confidence_fitted_on"] = fitted_on
     path.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -447,7 +487,7 @@ def knob_grid(defaults: Rules) -> list[Rules]:
     grid = [
         replace(defaults, vote="confidence", probe_samples=probe, min_gain=gain, round_share=share)
         for probe in (2, 4)
-        for gain in (0.002, 0.0005, 0.0)
+        for gain in (0.005, 0.002, 0.0005, 0.0)
         for share in (0.5, 1.0)
     ]
     grid += [
@@ -503,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--write-profile",
         action="store_true",
-        help="write the fit split's confidence-vote table into strategies/allocation/profiles/best_of_n.json",
+        help="write the fit split's confidence-vote tables into strategies/allocation/profiles/best_of_n.json",
     )
     parser.add_argument(
         "--quick",
@@ -555,20 +595,26 @@ def main(argv: list[str] | None = None) -> None:
         fit, report = [p.pool.problem for p in fit_pools], [p.pool.problem for p in report_pools]
         sizes = [n for n in sizes if n <= min(len(p.right) for p in fit_pools + report_pools)]
         # the confidence vote's measured accuracy by probe outcome, fitted on the fit split only
-        table = fit_confidence_table(
+        fitted = fit_confidence_tables(
             fit_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent
         )
         stored = load_profiles(PROFILES)["best_of_n"]
-        profile = with_confidence_table(stored, table)
-        plain = with_confidence_table(stored, {})
-        print("confidence vote accuracy by probe agreement (fit split):", flush=True)
-        for agreement, row in table.items():
-            print(f"  {agreement}/{defaults.probe_samples} agree: {row}", flush=True)
+        profile = with_confidence_tables(stored, fitted)
+        plain = with_confidence_tables(stored, None)
+        print(
+            "confidence vote accuracy by probe agreement (fit split); @level: the probe's most confident "
+            f"sample above {fitted.bins[:1]} ... {fitted.bins[-1:]} (level = thresholds passed of {fitted.bins})",
+            flush=True,
+        )
+        for name, table in fitted.tables.items():
+            for agreement, by_samples in table.items():
+                cells = " ".join(f"{n}:{value:.2f}" for n, value in by_samples.items())
+                print(f"  {name:14} {agreement}/{defaults.probe_samples} agree: {cells}", flush=True)
         if args.write_profile:
             fitted_on = (
                 f"{len(fit_pools)} problems of the batch benchmark's fit split, {4 * args.replays} orders"
             )
-            write_confidence_table(PROFILES / "best_of_n.json", table, fitted_on)
+            write_confidence_tables(PROFILES / "best_of_n.json", fitted, fitted_on)
 
         # fit: the allocator's knobs on the fit split, at every budget
         fit_uniform = uniform(

@@ -134,8 +134,8 @@ class CostModel:
 
 
 def keep_other_tables(path: Path, profile: dict[str, Any]) -> None:
-    """Carry over the accuracy tables this script does not fit (the batch benchmark's confidence-vote table)
-    from the profile file it replaces, bin by bin."""
+    """Carry over what this script does not fit (the batch benchmark's confidence-vote tables, their
+    `confidence_bins` and when they were fitted) from the profile file it replaces, bin by bin."""
     if not path.exists():
         return
     old = json.loads(path.read_text())
@@ -145,7 +145,7 @@ def keep_other_tables(path: Path, profile: dict[str, Any]) -> None:
         for key, table in tables.get(int(item["signature"]), {}).items():
             accuracy.setdefault(key, table)
     for key, value in old.items():
-        if key.endswith("_fitted_on") and key != "fitted_on":
+        if key.startswith("confidence"):
             profile.setdefault(key, value)
 
 

@@ -12,8 +12,9 @@ every prompt. Here one cap is shared, so compute can move between prompts:
    ceiling) and, right after the probe, one whole run of each other strategy auto has a measured profile of
    (DeepConf online, revision; the tree searches with a verifier), priced by that profile; a whole run is the
    prompt's last step and its answer is the prompt's. A prompt answered by the confidence vote is priced by
-   that vote's measured accuracy curve for its probe's agreement (the best-of-N profile's `confidence`
-   table, `vote_curves`), not by the plurality closed form. A step's value is its predicted accuracy gain
+   that vote's measured accuracy curve for its probe's outcome (the best-of-N profile's `confidence` tables,
+   by the probe's agreement and how confident its most confident sample is: `vote_curves`), not by the
+   plurality closed form. A step's value is its predicted accuracy gain
    per expected eFLOP; the prompt's best one counts. A round's calls run together in the engine and share
    every decode step's weight reads (`costs.lockstep`), so each is priced, reserved and charged with that
    share, and a round is priced again at its size when fewer calls are chosen than were priced.
@@ -31,6 +32,7 @@ batch's `vote` (DeepConf's confidence vote by default, or a plain majority).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -70,9 +72,10 @@ class Rules:
     """The allocator's knobs (the request's `allocation` options)."""
 
     probe_samples: int = 4
-    # predicted accuracy per added sample below which a prompt stops (0: never early; the batch benchmark's
-    # fit split measured every early stop worse with the confidence vote on this model)
-    min_gain: float = 0.0
+    # predicted accuracy per added sample below which a prompt stops: a prompt whose measured curve is flat
+    # (settled, or confidently wrong) stops at its probe instead of soaking up what others leave; the batch
+    # benchmark's fit split measured 0.002 best of its grid
+    min_gain: float = 0.002
     round_share: float = 1.0  # share of what is left (worst case) one round may reserve
     max_samples: int = 64  # most samples one prompt may get
     settled_at: float = 0.5  # predicted accuracy at or above which a stopped prompt is 'settled'
@@ -652,14 +655,27 @@ def agreed(ledger: Ledger, candidates: Sequence[Candidate], vote: Vote, consensu
     return True
 
 
+def confidence_table(profile: Profile, probe: Sequence[Candidate]) -> str:
+    """The confidence-vote table that prices this probe: the one for the level its most confident sample
+    reaches on the profile's `confidence_bins` (`confidence@<level>`), else the one by agreement alone. On the
+    fit split the probe's most confident sample sorted prompts three ways that agreement alone could not: a
+    high one is mostly right already (settled), a middling one mostly confidently wrong (hopeless), a low one
+    has found no confident answer yet, and more samples pay most there."""
+    scores = [c.score for c in probe if c.score is not None]
+    if not profile.confidence_bins or not scores:
+        return CONFIDENCE_TABLE
+    return f"{CONFIDENCE_TABLE}@{bisect.bisect_right(profile.confidence_bins, max(scores))}"
+
+
 def vote_curves(
     prompts: Sequence[Prompt], pools: Mapping[str, Sequence[Candidate]], profile: Profile | None, rules: Rules
 ) -> dict[str, Curve]:
     """For every prompt answered by the confidence vote whose probe is the profile's probe size, the measured
-    accuracy of that vote by sample count for prompts of its probe's outcome (the agreement of its probe),
-    when the profile has that table (`loadtests/batch_allocation.py --write-profile` fits it). The plurality
-    closed form prices the majority vote; the confidence vote has none, and on a small model the two disagree
-    on where samples help: probes that agree little gain most from the confidence vote."""
+    accuracy of that vote by sample count for prompts of its probe's outcome (its agreement and, where the
+    profile has them, the level of its most confident sample: `confidence_table`), when the profile has that
+    table (`loadtests/batch_allocation.py --write-profile` fits them). The plurality closed form prices the
+    majority vote; the confidence vote has none, and on a small model the two disagree on where samples help:
+    probes that agree little gain most from the confidence vote."""
     if profile is None:
         return {}
     curves: dict[str, Curve] = {}
@@ -668,11 +684,16 @@ def vote_curves(
         if vote_of(prompt.base, rules) != "confidence" or len(pool) != profile.probe_size:
             continue
         agreement = difficulty.signature(pool)
-        if profile.measured(CONFIDENCE_TABLE, agreement, profile.probe_size) is None:
+        key = confidence_table(profile, pool)
+        if profile.measured(key, agreement, profile.probe_size) is None:
+            key = CONFIDENCE_TABLE  # a cell the fit split saw too rarely to measure
+        if profile.measured(key, agreement, profile.probe_size) is None:
             continue
 
-        def curve(samples: int, agreement: int = agreement, table: Profile = profile) -> float | None:
-            return table.measured(CONFIDENCE_TABLE, agreement, samples)
+        def curve(
+            samples: int, agreement: int = agreement, table: Profile = profile, key: str = key
+        ) -> float | None:
+            return table.measured(key, agreement, samples)
 
         curves[prompt.key] = curve
     return curves

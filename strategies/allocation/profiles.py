@@ -12,7 +12,9 @@ A profile is `profiles/<strategy>.json`:
 `bins` carries what the difficulty estimate needs (the distribution of the per-sample success rate p given
 the probe's outcome) and, for best-of-N, measured accuracy at each total sample count. `plans` is the form
 every other strategy's profile takes: each parameter setting, its measured cost in units of one sample and its
-measured accuracy per probe outcome. Adding a strategy to `auto` is adding its profile file.
+measured accuracy per probe outcome. Adding a strategy to `auto` is adding its profile file. The best-of-N
+profile may also carry `confidence_bins`, thresholds on the probe's most confident sample, and one
+confidence-vote table per level they make (`confidence@0`, `confidence@1`, ...; the batch benchmark fits them).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Profile:
     source: str
     bins: tuple[ProfileBin, ...]
     plans: tuple[ProfilePlan, ...]
+    # thresholds on the probe's most confident sample that split its confidence-vote tables (see
+    # strategies.allocation.batch.confidence_table); empty: one table per probe agreement
+    confidence_bins: tuple[float, ...] = ()
 
     def bin_for(self, signature: int) -> ProfileBin | None:
         for item in self.bins:
@@ -109,7 +114,14 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         )
         for item in data.get("plans", [])
     )
-    return Profile(str(data["strategy"]), int(data.get("probe_size", 4)), source, bins, plans)
+    return Profile(
+        str(data["strategy"]),
+        int(data.get("probe_size", 4)),
+        source,
+        bins,
+        plans,
+        tuple(float(x) for x in data.get("confidence_bins", [])),
+    )
 
 
 def load_profiles(directory: Path | None = None) -> dict[str, Profile]:

@@ -23,6 +23,8 @@ from strategies.allocation.batch import (
     Rules,
     Step,
     allocate,
+    confidence_table,
+    next_step,
     unsampled,
     vote_curves,
     vote_of,
@@ -139,9 +141,8 @@ def test_the_batch_never_spends_beyond_its_cap(seed: int, samples_each: int) -> 
         assert all(ledger.samples >= 1 for ledger in ledgers.values())
 
 
-# Early stops on: the defaults never stop a prompt early (measured better with the confidence vote on this
-# model); with min_gain > 0, settled and hopeless prompts stop and their share moves to middling ones.
-STOPPING = Rules(min_gain=0.002, round_share=0.5)
+# Early stops (the default min_gain): settled and hopeless prompts stop and their share moves to middling ones.
+STOPPING = Rules(round_share=0.5)
 
 
 def test_easy_and_hopeless_prompts_get_fewer_samples_than_middling_ones() -> None:
@@ -341,3 +342,37 @@ def test_the_confidence_vote_is_priced_by_its_measured_curve_for_the_probes_agre
     assert by_key["agreed"].samples == 4 and by_key["agreed"].status == "settled"
     assert by_key["split"].samples > 4
     assert spent <= (cap.eflops or 0)
+
+
+def test_the_probes_most_confident_sample_picks_its_confidence_table() -> None:
+    """Two probes that agree alike (2/4) are priced apart by how confident their most confident sample is:
+    a confident one by a flat curve (settled, it stops at its probe), an unconfident one by a rising one; a
+    level the fit split saw too rarely falls back to the table by agreement alone."""
+    tables = {
+        CONFIDENCE_TABLE: {4: 0.40, 16: 0.54},
+        f"{CONFIDENCE_TABLE}@0": {4: 0.10, 16: 0.35},
+        f"{CONFIDENCE_TABLE}@2": {4: 0.82, 16: 0.83},
+    }
+    bins = (ProfileBin(2, 1.0, ((1.0, 0.5),), (0.5, 0.2), tables),)
+    profile = Profile("best_of_n", 4, "test", bins, (), confidence_bins=(4.5, 6.0))
+
+    def probe(top: float) -> list[Candidate]:
+        return [Candidate(a, a, 12, score=s) for a, s in zip("7788", (4.0, 4.1, 4.2, top), strict=True)]
+
+    pools = {"unsure": probe(4.3), "middle": probe(5.0), "sure": probe(7.0)}
+    assert confidence_table(profile, pools["unsure"]) == f"{CONFIDENCE_TABLE}@0"
+    assert confidence_table(profile, pools["middle"]) == f"{CONFIDENCE_TABLE}@1"
+    assert confidence_table(profile, pools["sure"]) == f"{CONFIDENCE_TABLE}@2"
+    assert confidence_table(replace(profile, confidence_bins=()), pools["sure"]) == CONFIDENCE_TABLE
+    prompts = [Prompt(key, base()) for key in pools]
+    curves = vote_curves(prompts, pools, profile, Rules())
+    assert curves["unsure"](16) == pytest.approx(0.35)
+    assert curves["middle"](16) == pytest.approx(0.54)  # no @1 table: by agreement alone
+    assert curves["sure"](16) == pytest.approx(0.83)
+    steps = {
+        key: next_step(key, replace(base(), probe_samples=4), Rules().min_gain, curve=curves[key])
+        for key in pools
+    }
+    assert steps["unsure"] is not None and steps["unsure"].gain > 0.2
+    sure = steps["sure"]
+    assert sure is not None and sure.gain / sure.samples < Rules().min_gain  # it stops at its probe
