@@ -14,12 +14,13 @@ every prompt. Here one cap is shared, so compute can move between prompts:
    prompt's last step and its answer is the prompt's. A prompt answered by the confidence vote is priced by
    that vote's measured accuracy curve for its probe's outcome (the best-of-N profile's `confidence` tables,
    by the probe's agreement and how confident its most confident sample is: `vote_curves`), not by the
-   plurality closed form. A step's value is its predicted accuracy gain
-   per expected eFLOP; the prompt's best one counts. A round's calls run together in the engine and share
-   every decode step's weight reads (`costs.lockstep`), so each is priced, reserved and charged with that
-   share, and a round is priced again at its size when fewer calls are chosen than were priced.
+   plurality closed form. A step's value is its predicted accuracy gain per expected eFLOP; the prompt's
+   best one counts. A round's calls run together in the engine and share every decode step's weight reads
+   (`costs.lockstep`), so each is priced, reserved and charged with that share, and a round is priced again
+   at its size when fewer calls are chosen than were priced.
 3. A round hands out steps best value first until it has reserved `round_share` of what is left (worst cases,
-   as the budget tracker reserves them), then every estimate is redone on the new samples.
+   as the budget tracker reserves them), then every estimate is redone on the new samples (a prompt priced
+   by a measured confidence-vote curve keeps its probe's curve: its new samples move it along that curve).
 4. A prompt whose next step gains less than `min_gain` accuracy per sample stops: *settled* when its vote is
    already predicted right, *hopeless* when more samples will not make it right. With `consensus`, a prompt
    also stops as settled once its leading answer holds that share of its vote (DeepConf's consensus stop). A
