@@ -519,7 +519,11 @@ def main(argv: list[str] | None = None) -> None:
         "--gsm8k-share", type=float, default=0.1, help="share of GSM8K problems in each split"
     )
     parser.add_argument(
-        "--pool", type=int, default=16, help="samples per problem (the most a replay gives one)"
+        "--pool",
+        type=int,
+        default=32,
+        help="samples per problem: the most a replay gives one, and the largest N of the confidence-vote "
+        "curves that --write-profile stores (twice the largest budget lets the batch move compute at BoN16)",
     )
     parser.add_argument("--budgets", default="4,8,16", help="total budgets: uniform best-of-N's at these N")
     parser.add_argument(
@@ -686,7 +690,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"auto (live) at BoN{n}: accuracy {auto['accuracy']:.3f}, {auto['seconds']} s", flush=True
                 )
 
-    best = max(majority, key=lambda p: p["accuracy"])
+    # the target's "uniform best-of-N's best accuracy": at the budgets (a larger pool adds larger N)
+    best = max((p for p in majority if p["n"] in budgets), key=lambda p: p["accuracy"])
     comparisons = []
     for row in batches:
         n = row["n"]
