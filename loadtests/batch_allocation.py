@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import dataclasses
 import json
 import random
@@ -67,6 +66,7 @@ from strategies.allocation.batch import (
     Remaining,
     Rules,
     allocate,
+    level_table,
     unsampled,
 )
 from strategies.allocation.costs import SecondsModel, lockstep
@@ -267,7 +267,7 @@ def fit_confidence_tables(
     for (item, order), top in zip(draws, tops, strict=True):
         agreement = signature(item.candidates(order[:probe]))
         right = {n: item.answer(order[:n], "confidence", keep_percent) for n in sizes}
-        for name in (CONFIDENCE_TABLE, f"{CONFIDENCE_TABLE}@{bisect.bisect_right(bins, top)}"):
+        for name in (CONFIDENCE_TABLE, level_table(bins, top)):
             seen[name, agreement] = seen.get((name, agreement), 0) + 1
             row = hits.setdefault(name, {}).setdefault(agreement, dict.fromkeys(sizes, 0.0))
             for n in sizes:

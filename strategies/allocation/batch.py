@@ -665,7 +665,13 @@ def confidence_table(profile: Profile, probe: Sequence[Candidate]) -> str:
     scores = [c.score for c in probe if c.score is not None]
     if not profile.confidence_bins or not scores:
         return CONFIDENCE_TABLE
-    return f"{CONFIDENCE_TABLE}@{bisect.bisect_right(profile.confidence_bins, max(scores))}"
+    return level_table(profile.confidence_bins, max(scores))
+
+
+def level_table(bins: Sequence[float], top: float) -> str:
+    """The name of the confidence-vote table for a probe whose most confident sample is `top`: its level is
+    how many of the `bins` thresholds it passes (the benchmark fits the tables under the same names)."""
+    return f"{CONFIDENCE_TABLE}@{bisect.bisect_right(bins, top)}"
 
 
 def vote_curves(
