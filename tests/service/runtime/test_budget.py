@@ -10,7 +10,7 @@ import pytest
 from service.runtime.budget import BudgetLimits, BudgetTracker, absorb, sub_budget
 from service.runtime.cost import Hardware, ModelShape, worst_case_eflops
 from service.runtime.engine import Delta, Prompt, SamplingSpec, StreamState
-from service.runtime.errors import BudgetExhausted
+from service.runtime.errors import BudgetExhausted, EngineLost
 
 SHAPE = ModelShape(parameters=1_000_000, layers=2, query_heads=2, kv_heads=1, head_dim=8)
 HARDWARE = Hardware("test", 100.0, 1.0)
@@ -150,3 +150,28 @@ def test_a_sub_budget_holds_its_own_cap_and_its_parents_and_charges_the_parent()
     assert parent.spend.engine_requests == first.spend.engine_requests + second.spend.engine_requests
     assert parent.spend.prompt_tokens == first.spend.prompt_tokens + second.spend.prompt_tokens
     assert parent.remaining_tokens() == 300 - parent.spend.completion_tokens  # no reservation left behind
+
+
+class DyingOnceEngine(ScriptedEngine):
+    """Its first call dies half-way (the engine under it was lost, another takes over); later calls finish."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.lost = False
+
+    async def stream(self, prompt: Prompt, spec: SamplingSpec, state: StreamState) -> AsyncIterator[Delta]:
+        async with contextlib.aclosing(super().stream(prompt, spec, state)) as deltas:
+            async for delta in deltas:
+                if not self.lost and delta.token_ids[0] == self.length // 2:
+                    self.lost = True
+                    raise EngineLost("killed under the call")
+                yield delta
+
+
+def test_a_call_lost_with_its_engine_is_redone_whole_and_counted() -> None:
+    budget = tracker(tokens=1000)
+    engine = DyingOnceEngine(length=10)
+    generation = asyncio.run(budget.generate(engine, "q", SamplingSpec(n=2, max_tokens=100)))
+    assert len(engine.calls) == 2 and generation.restarts == 1
+    assert [sample.tokens for sample in generation.samples] == [10, 10]  # not the lost half glued on
+    assert budget.spend.engine_restarts == 1
