@@ -87,11 +87,11 @@ IN_FLIGHT = Settings().admission_max_sequences
 MIN_CELL = 40  # observations (problem x order) a confidence-table cell needs to be kept
 
 
-def mixed_problems(total: int, gsm8k_share: float, seed: int, split: str) -> list[Problem]:
+def mixed_problems(total: int, gsm8k_share: float, seed: int, split: str, worked: bool) -> list[Problem]:
     """`total` problems of a split: GSM8K's share, the rest spread evenly over the four arithmetic families."""
     gsm = round(total * gsm8k_share)
     per_family = max((total - gsm) // 4, 1)
-    return problem_set(per_family, gsm, seed, split)[:total]
+    return problem_set(per_family, gsm, seed, split, worked)[:total]
 
 
 @dataclass
@@ -142,13 +142,19 @@ def save_pools(path: Path, cost: dict[str, Any], pools: dict[str, list[TracePool
     path.write_text(json.dumps({"cost": cost, **{k: [row(p) for p in v] for k, v in pools.items()}}))
 
 
+def problem_of(row: dict[str, Any]) -> Problem:
+    """A saved problem (JSON has lists where the dataclass has tuples; older pools have no examples)."""
+    examples = tuple((question, answer) for question, answer in row.get("examples", ()))
+    return Problem(**{**row, "examples": examples})
+
+
 def load_pools(path: Path) -> tuple[dict[str, Any], dict[str, list[TracePool]]]:
     data = json.loads(path.read_text())
     cost = data.pop("cost")
     pools = {
         split: [
             TracePool(
-                Problem(**row["problem"]),
+                problem_of(row["problem"]),
                 row["answers"],
                 row["confidences"],
                 row["prompt_tokens"],
@@ -389,7 +395,7 @@ def live_batch(url: str, problems: list[Problem], total_eflops: float) -> dict[s
         "problems": [
             {
                 "id": p.id,
-                "prompt": p.question,
+                "messages": p.messages(),
                 "sampling": {"max_tokens": p.max_tokens},
                 "reference_answer": p.answer,
             }
@@ -525,6 +531,14 @@ def main(argv: list[str] | None = None) -> None:
         help="samples per problem: the most a replay gives one, and the largest N of the confidence-vote "
         "curves that --write-profile stores (twice the largest budget lets the batch move compute at BoN16)",
     )
+    parser.add_argument(
+        "--worked-sums",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="ask the arithmetic families after four worked sums (chat turns), which makes one-digit "
+        "addition easy for the 135M model, two-digit middling and three-digit hopeless (asked bare, one-digit "
+        "is middling and two-digit nearly hopeless)",
+    )
     parser.add_argument("--budgets", default="4,8,16", help="total budgets: uniform best-of-N's at these N")
     parser.add_argument(
         "--replays", type=int, default=20, help="random subsets per problem for uniform best-of-N"
@@ -545,6 +559,14 @@ def main(argv: list[str] | None = None) -> None:
         "--pools-from", type=Path, help="replay saved pools (a run's pools.json) instead of drawing new ones"
     )
     parser.add_argument(
+        "--fit-also",
+        type=Path,
+        action="append",
+        default=[],
+        help="also fit the confidence-vote tables on this saved pools file's fit split (repeatable): the "
+        "stored tables are fitted on the bare and the worked-sums pools together",
+    )
+    parser.add_argument(
         "--write-profile",
         action="store_true",
         help="write the fit split's confidence-vote tables into strategies/allocation/profiles/best_of_n.json",
@@ -563,8 +585,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budgets may not exceed --pool (uniform best-of-N is replayed from the pool)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    report = mixed_problems(args.problems, args.gsm8k_share, args.seed, "report")
-    fit = mixed_problems(args.fit_problems, args.gsm8k_share, args.seed, "fit")
+    report = mixed_problems(args.problems, args.gsm8k_share, args.seed, "report", args.worked_sums)
+    fit = mixed_problems(args.fit_problems, args.gsm8k_share, args.seed, "fit", args.worked_sums)
     defaults = Rules()
     sizes = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= args.pool]
     env = {"TTC_ADMISSION_KEY_SHARE": "1.0", "TTC_ADMISSION_MAX_WAIT_SECONDS": "900"}
@@ -599,8 +621,10 @@ def main(argv: list[str] | None = None) -> None:
         fit, report = [p.pool.problem for p in fit_pools], [p.pool.problem for p in report_pools]
         sizes = [n for n in sizes if n <= min(len(p.right) for p in fit_pools + report_pools)]
         # the confidence vote's measured accuracy by probe outcome, fitted on the fit split only
+        # the tables may also be fitted on other saved pools' fit splits (another way of asking, say)
+        table_pools = fit_pools + [Scored.of(p) for path in args.fit_also for p in load_pools(path)[1]["fit"]]
         fitted = fit_confidence_tables(
-            fit_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent
+            table_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent
         )
         stored = load_profiles(PROFILES)["best_of_n"]
         profile = with_confidence_tables(stored, fitted)
@@ -615,8 +639,16 @@ def main(argv: list[str] | None = None) -> None:
                 cells = " ".join(f"{n}:{value:.2f}" for n, value in by_samples.items())
                 print(f"  {name:14} {agreement}/{defaults.probe_samples} agree: {cells}", flush=True)
         if args.write_profile:
+            asked = sorted(
+                {
+                    "after worked sums" if item.pool.problem.examples else "bare"
+                    for item in table_pools
+                    if item.pool.problem.family != "gsm8k"
+                }
+            )
             fitted_on = (
-                f"{len(fit_pools)} problems of the batch benchmark's fit split, {4 * args.replays} orders"
+                f"{len(table_pools)} problems of the batch benchmark's fit split (arithmetic asked "
+                f"{' and '.join(asked)}), {4 * args.replays} orders"
             )
             write_confidence_tables(PROFILES / "best_of_n.json", fitted, fitted_on)
 
@@ -751,6 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         "problems": len(report),
         "fit_problems": len(fit),
         "families": {f: sum(1 for p in report if p.family == f) for f in FAMILIES},
+        "worked_sums": any(p.examples for p in report),
         "pool": min(len(p.right) for p in report_pools),
         "fit": {
             "grid": [{"rules": row["label"], "accuracy": round(row["accuracy"], 4)} for row in grid],

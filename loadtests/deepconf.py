@@ -106,7 +106,7 @@ async def collect(
 
     async def one(client: httpx.AsyncClient, problem: Problem) -> TracePool:
         body = {
-            "messages": [{"role": "user", "content": problem.question}],
+            "messages": problem.messages(),
             "n": n,
             "max_tokens": problem.max_tokens,
             "temperature": TEMPERATURE,

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtests.fit_profiles import WORKED_SUMS, Problem
 from tests.service.api.test_jobs_http import sse_events, wait_for
 
 pytestmark = pytest.mark.engine
@@ -21,22 +22,23 @@ SUFFIX = " Answer with just the number."
 
 
 def problems(seed: int, per_family: int) -> list[dict[str, Any]]:
-    """One-digit additions (the issue's easy kind) and two-digit additions (its middling kind). For this 135M
-    model the first are the middling kind and the second nearly hopeless (the batch benchmark's report split:
-    one sample is right 31% and 7% of the time)."""
+    """One-digit additions (the issue's easy kind) and two-digit additions (its middling kind), asked after the
+    batch benchmark's worked sums: then they are easy and middling for this 135M model too (asked bare,
+    one-digit addition is its middling kind and two-digit nearly hopeless)."""
     rng = random.Random(seed)
     out = []
     for i in range(per_family):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        out.append(
-            {"id": f"add1-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
-        )
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        out.append(
-            {"id": f"add2-{i}", "prompt": f"What is {a} + {b}?{SUFFIX}", "reference_answer": str(a + b)}
-        )
-    for problem in out:
-        problem["sampling"] = {"max_tokens": 24}
+        for family, low, high in (("add1", 1, 9), ("add2", 10, 99)):
+            a, b = rng.randint(low, high), rng.randint(low, high)
+            problem = Problem(f"{family}-{i}", family, f"What is {a} + {b}?", str(a + b), 24, WORKED_SUMS)
+            out.append(
+                {
+                    "id": problem.id,
+                    "messages": problem.messages(),
+                    "reference_answer": problem.answer,
+                    "sampling": {"max_tokens": problem.max_tokens},
+                }
+            )
     return out
 
 
@@ -50,13 +52,17 @@ def run_batch(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
+TOKENS = 6000  # about 20 samples a problem ("a + b = c" is about 9 tokens): less than every problem's most
+
+
 def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(client: httpx.Client) -> None:
-    body = {"problems": problems(1, 9), "budget": {"tokens": 4000}}
+    # 16 of each kind: one problem's samples vary from run to run; the family means tell the kinds apart
+    body = {"problems": problems(1, 16), "budget": {"tokens": TOKENS}}
     job = run_batch(client, body)
     result = job["result"]
     assert result["object"] == "ttc.solve.batch"
-    assert result["usage"]["completion_tokens"] <= 4000
-    assert result["budget"]["requested"]["tokens"] == 4000
+    assert result["usage"]["completion_tokens"] <= TOKENS
+    assert result["budget"]["requested"]["tokens"] == TOKENS
     assert [p["id"] for p in result["problems"]] == [p["id"] for p in body["problems"]]
     assert (
         sum(p["usage"]["completion_tokens"] for p in result["problems"])
@@ -90,32 +96,24 @@ def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(cl
 
     samples = {f: mean_samples(f) for f in ("add1", "add2")}
     summary = result["summary"]
-    assert summary["problems"] == 18 and summary["known_answers"] == 18
-    assert summary["accuracy"] == pytest.approx(summary["correct"] / 18, abs=1e-4)
+    assert summary["problems"] == 32 and summary["known_answers"] == 32
+    assert summary["accuracy"] == pytest.approx(summary["correct"] / 32, abs=1e-4)
     # progress events: problems done, spend and accuracy so far
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
         seen = sse_events(events)
     progress = [data for _, event, data in seen if event == "progress"]
     assert progress and progress[0]["phase"] == "probe"
-    assert progress[-1]["problems_done"] == 18 and progress[-1]["spent"]["completion_tokens"] > 0
+    assert progress[-1]["problems_done"] == 32 and progress[-1]["spent"]["completion_tokens"] > 0
     assert progress[-1]["accuracy_so_far"] is not None
-    if samples["add1"] >= samples["add2"]:
-        # The issue's premise: one-digit addition is the easy kind, two-digit the middling kind. For this 135M
-        # model one-digit is the middling kind (the batch benchmark's report split, confidence vote: 54% at 4
-        # samples, 80% at 16) and two-digit nearly hopeless (12% and 18%), and the allocator tells them apart
-        # only through each probe's agreement and top confidence: some one-digit probes settle (they stop),
-        # the others gain most. Measured: in this test the family means went both ways with the
-        # confidence-level tables (one-digit 18.9 against 9.9 and 15.8 against 12.1; fewer in the fresh-clone
-        # run); in the benchmark's live jobs of 200 problems one-digit additions got 7.3 against 9.7 and 9.9
-        # against 9.5.
-        # An open question, not hidden.
-        pytest.xfail(f"one-digit additions got more samples than two-digit ones: {samples}")
+    print("samples per family", samples)  # reported with -s; the batch benchmark has the figures at scale
+    # easy problems settle at their probe; middling ones get the rest
+    assert samples["add1"] < samples["add2"], samples
 
 
 def test_an_eflops_cap_holds_with_a_maximum_share(client: httpx.Client) -> None:
     one = client.post(
         "/v1/solve",
-        json={"prompt": "What is 3 + 4?" + SUFFIX, "strategy": "best_of_n", "params": {"n": 4}},
+        json={"messages": problems(2, 1)[0]["messages"], "strategy": "best_of_n", "params": {"n": 4}},
     ).json()
     # a few calls per problem (a call's worst case, every sample at max_tokens, is what the tracker reserves)
     cap = one["usage"]["eflops"] * 12 * 5
@@ -212,7 +210,7 @@ def test_the_openai_batch_file_form_through_the_openai_client(
     for problem in problems(3, 3):
         body = {
             "model": model,
-            "messages": [{"role": "user", "content": problem["prompt"]}],
+            "messages": problem["messages"],
             "max_tokens": 24,
             "ttc": {"answer": {"type": "number"}},
         }
