@@ -620,8 +620,8 @@ def main(argv: list[str] | None = None) -> None:
         report_pools = [Scored.of(p) for p in drawn["report"]]
         fit, report = [p.pool.problem for p in fit_pools], [p.pool.problem for p in report_pools]
         sizes = [n for n in sizes if n <= min(len(p.right) for p in fit_pools + report_pools)]
-        # the confidence vote's measured accuracy by probe outcome, fitted on the fit split only
-        # the tables may also be fitted on other saved pools' fit splits (another way of asking, say)
+        # the confidence vote's measured accuracy by probe outcome, fitted on fit splits only: this run's and
+        # --fit-also's (the same problems asked another way, say)
         table_pools = fit_pools + [Scored.of(p) for path in args.fit_also for p in load_pools(path)[1]["fit"]]
         fitted = fit_confidence_tables(
             table_pools, defaults.probe_samples, 4 * args.replays, args.seed, defaults.keep_percent

@@ -62,9 +62,8 @@ class Problem:
     question: str
     answer: str
     max_tokens: int
-    examples: tuple[
-        tuple[str, str], ...
-    ] = ()  # (question, answer) turns asked and answered before `question`
+    # (question, answer) turns asked and answered before `question`
+    examples: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         """The conversation sent for this problem: its worked examples, then its question."""

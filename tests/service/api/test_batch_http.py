@@ -52,7 +52,8 @@ def run_batch(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
-TOKENS = 6000  # about 20 samples a problem ("a + b = c" is about 9 tokens): less than every problem's most
+# about 20 samples a problem ("a + b = c" is about 9 tokens): not enough for every problem to get its most
+TOKENS = 6000
 
 
 def test_a_batch_never_exceeds_its_budget_and_easy_problems_get_fewer_samples(client: httpx.Client) -> None:
