@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.harness import free_port, start_process, start_vllm, stop, wait_ready
+from service.runtime.load import parse_metrics
 
 
 @dataclass
@@ -84,9 +85,5 @@ def engine_counters(url: str) -> dict[str, float]:
         "vllm:prefix_cache_hits_total": "cache_hits",
         "vllm:prompt_tokens_total": "prompt_tokens",
     }
-    totals = dict.fromkeys(wanted.values(), 0.0)
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
-            totals[wanted[name]] += float(line.rsplit(" ", 1)[1])
-    return totals
+    values = parse_metrics(httpx.get(f"{url}/metrics", timeout=10).text)
+    return {key: sum(values.get(name, [])) for name, key in wanted.items()}

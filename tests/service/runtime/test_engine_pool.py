@@ -19,6 +19,7 @@ import pytest
 
 from loadtests.cluster import Cluster, engine_counters, start_cluster
 from loadtests.harness import free_port, stop
+from service.runtime.load import RUNNING, parse_metrics
 from service.runtime.model_files import resolve_model
 from service.runtime.settings import Settings
 from tests.conftest import start_service
@@ -124,11 +125,7 @@ def test_a_list_of_servers_keeps_a_search_on_one_engine(cluster: tuple[Cluster, 
 
 def gauge(url: str, name: str) -> float:
     """One of a vLLM server's /metrics series, summed over its labels."""
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.split("{", 1)[0].split(" ", 1)[0] == name:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(parse_metrics(httpx.get(f"{url}/metrics", timeout=10).text).get(name, []))
 
 
 def streaming(url: str) -> bool:
@@ -136,12 +133,12 @@ def streaming(url: str) -> bool:
     running gauge alone can lag behind a call that just finished.)"""
     before = gauge(url, "vllm:generation_tokens_total")
     time.sleep(0.1)
-    return gauge(url, "vllm:num_requests_running") > 0 and gauge(url, "vllm:generation_tokens_total") > before
+    return gauge(url, RUNNING) > 0 and gauge(url, "vllm:generation_tokens_total") > before
 
 
 # Long calls (200 tokens each, through the OpenAI endpoint with vLLM's min_tokens) beside the searches: the kill
-# lands inside one of them, not between two short steps of a search, when an engine can be idle for a moment (a
-# kill then would redo nothing). Four of them: the busier engine has at least one.
+# lands inside a call, not after short searches have all finished, when a kill would redo nothing. Four of them,
+# so the engine running the most requests almost always holds some.
 LONG = {
     "messages": [{"role": "user", "content": QUESTION}],
     "max_tokens": 200,
@@ -181,7 +178,7 @@ def test_killing_one_engine_mid_run_still_answers_every_request(cluster: tuple[C
         while not any(streaming(engine.url) for engine in engines.engines):
             assert time.monotonic() < deadline, "no engine ever ran a call"
         time.sleep(1.0)  # every long call has started: 200 tokens take several seconds on one core
-        victim = max(engines.engines, key=lambda engine: gauge(engine.url, "vllm:num_requests_running"))
+        victim = max(engines.engines, key=lambda engine: gauge(engine.url, RUNNING))
         assert streaming(victim.url)
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
